@@ -1,0 +1,240 @@
+"""The regression gate: is this stage really slower (or hungrier) than its baseline?
+
+Eager pipelines on an H100 spread 13-17 % from run to run, CUDA-graph ones 1 %. One fixed
+percentage for every stage either cries wolf on the first or sleeps through the second, so
+each stage gets a threshold from its own measured noise, and a verdict needs three things:
+
+1. **Effect size.** The median slowed by more than the stage's threshold,
+   ``max(stage.min_effect, baseline robust CV)``: a change smaller than the stage's own
+   round-to-round spread is not one a nightly job can attribute.
+2. **Significance.** A one-sided Mann-Whitney rank test says the current rounds are slower,
+   ``p < ALPHA``. Rank tests ignore outliers' size and assume no distribution; with six rounds
+   a side the smallest possible p is 1/924, so six is the floor for the rounds.
+3. **Confidence.** The bootstrap 95 % interval of the median ratio lies wholly above 1.
+
+Peak GPU memory is near-deterministic, so it fails on growth beyond ``MEMORY_THRESHOLD``
+plus a small absolute slack for allocator rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import statistics
+
+from .timing import robust_cv
+
+ALPHA = 0.01
+MEMORY_THRESHOLD = 0.05
+MEMORY_SLACK_BYTES = 32 * 2**20
+BOOTSTRAP_RESAMPLES = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyComparison:
+    ratio: float  # current median / baseline median
+    threshold: float  # relative slowdown that counts
+    p_slower: float | None  # one-sided rank test, current > baseline
+    p_faster: float | None
+    ci: tuple[float, float] | None  # bootstrap 95 % interval of the ratio
+    baseline_cv: float | None
+
+    @property
+    def regressed(self) -> bool:
+        if self.ratio <= 1 + self.threshold:
+            return False
+        if self.p_slower is None:  # no raw rounds in the baseline: the effect size alone decides
+            return True
+        return self.p_slower < ALPHA and (self.ci is None or self.ci[0] > 1)
+
+    @property
+    def improved(self) -> bool:
+        if self.ratio >= 1 / (1 + self.threshold):
+            return False
+        if self.p_faster is None:
+            return True
+        return self.p_faster < ALPHA and (self.ci is None or self.ci[1] < 1)
+
+
+def threshold(min_effect: float, baseline_rounds: list[float]) -> float:
+    cv = robust_cv(baseline_rounds) if baseline_rounds else None
+    return max(min_effect, cv or 0.0)
+
+
+def compare_latency(baseline: list[float], current: list[float], min_effect: float,
+                    baseline_median: float | None = None) -> LatencyComparison:
+    """Compare raw rounds; ``baseline`` may be empty when only the baseline's median was saved."""
+    base_median = statistics.median(baseline) if baseline else baseline_median
+    ratio = statistics.median(current) / base_median
+    if len(baseline) >= 2 and len(current) >= 2:
+        p_slower = mann_whitney_p(current, baseline)
+        p_faster = mann_whitney_p(baseline, current)
+        ci = bootstrap_ratio_ci(baseline, current)
+    else:
+        p_slower = p_faster = ci = None
+    return LatencyComparison(
+        ratio=ratio,
+        threshold=threshold(min_effect, baseline),
+        p_slower=p_slower,
+        p_faster=p_faster,
+        ci=ci,
+        baseline_cv=robust_cv(baseline) if baseline else None,
+    )
+
+
+def memory_regressed(baseline_bytes: int | None, current_bytes: int | None) -> bool:
+    if not baseline_bytes or current_bytes is None:
+        return False
+    return current_bytes > baseline_bytes * (1 + MEMORY_THRESHOLD) + MEMORY_SLACK_BYTES
+
+
+def rounds_needed(cv: float | None, min_effect: float) -> int | None:
+    """Rounds a side for a slowdown of the threshold's size to stand 2.5 standard errors clear.
+
+    The median's standard error is about ``1.2533 cv / sqrt(n)``; a ratio of two medians has
+    ``sqrt(2)`` times that.
+    """
+    if cv is None:
+        return None
+    limit = max(min_effect, cv)
+    return math.ceil((2.5 * 1.2533 * math.sqrt(2) * cv / limit) ** 2)
+
+
+# -- statistics, dependency-free -------------------------------------------------------------------
+
+
+def mann_whitney_p(x: list[float], y: list[float]) -> float:
+    """One-sided p-value that ``x`` tends to be larger than ``y``.
+
+    Exact (enumerated U distribution) when there are no ties and the samples are small, the
+    normal approximation with tie correction otherwise.
+    """
+    n, m = len(x), len(y)
+    u = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
+    if len(set(x) | set(y)) == n + m and n * m <= 900:
+        counts = _u_distribution(n, m)
+        total = sum(counts)
+        # P(U >= u): U is an integer when there are no ties.
+        return sum(counts[int(math.ceil(u)):]) / total
+    tie_groups = {}
+    for value in list(x) + list(y):
+        tie_groups[value] = tie_groups.get(value, 0) + 1
+    tie_term = sum(t**3 - t for t in tie_groups.values())
+    mean = n * m / 2
+    var = n * m / 12 * ((n + m + 1) - tie_term / ((n + m) * (n + m - 1)))
+    if var <= 0:
+        return 1.0
+    z = (u - mean - 0.5) / math.sqrt(var)  # continuity correction
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def _u_distribution(n: int, m: int) -> list[int]:
+    """Number of arrangements giving each U, by the classic recurrence f(n,m,u)=f(n-1,m,u-m)+f(n,m-1,u)."""
+    table = {}
+
+    def f(a: int, b: int) -> list[int]:
+        if (a, b) in table:
+            return table[(a, b)]
+        if a == 0 or b == 0:
+            result = [1]
+        else:
+            left, right = f(a - 1, b), f(a, b - 1)
+            result = [0] * (a * b + 1)
+            for u, count in enumerate(left):
+                result[u + b] += count
+            for u, count in enumerate(right):
+                result[u] += count
+        table[(a, b)] = result
+        return result
+
+    return f(n, m)
+
+
+def bootstrap_ratio_ci(baseline: list[float], current: list[float], level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap of median(current)/median(baseline), seeded so a verdict is reproducible."""
+    rng = random.Random(0)
+    ratios = []
+    for _ in range(BOOTSTRAP_RESAMPLES):
+        b = statistics.median(rng.choices(baseline, k=len(baseline)))
+        c = statistics.median(rng.choices(current, k=len(current)))
+        ratios.append(c / b)
+    ratios.sort()
+    tail = (1 - level) / 2
+    return ratios[int(tail * len(ratios))], ratios[min(len(ratios) - 1, int((1 - tail) * len(ratios)))]
+
+
+# -- verdicts for a whole run ----------------------------------------------------------------------
+
+COMPARED_SETTINGS = ("pipeline", "steps", "size", "batch")
+
+
+@dataclasses.dataclass
+class Verdict:
+    stage: str
+    status: str  # "ok" | "REGRESSION" | "faster" | "new" | "failed" | "skipped" | "not compared" | "no baseline"
+    detail: str = ""
+    latency: LatencyComparison | None = None
+    memory_ratio: float | None = None
+    baseline_median: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        return self.status == "REGRESSION"
+
+
+def evaluate(results: dict, selected: list[str], baseline, stage_min_effect: dict[str, float]) -> tuple[list[Verdict], list[str]]:
+    """One verdict per selected stage, plus the names of baseline stages this run did not measure.
+
+    ``results`` maps stage names to :class:`perf.runner.StageResult`; ``baseline`` is a
+    :class:`perf.baselines.Baseline` or None.
+    """
+    saved = baseline.stages() if baseline else {}
+    verdicts = []
+    for name in selected:
+        result = results.get(name)
+        bench = saved.get(name)
+        base_median = bench["stats"]["median"] if bench else None
+        if result is None or result.outcome == "skipped":
+            verdicts.append(Verdict(name, "skipped", result.message if result else "not run", baseline_median=base_median))
+            continue
+        if result.outcome == "failed":
+            verdicts.append(Verdict(name, "failed", result.message, baseline_median=base_median))
+            continue
+        if baseline is None:
+            verdicts.append(Verdict(name, "no baseline"))
+            continue
+        if bench is None:
+            verdicts.append(Verdict(name, "new", "not in the baseline: nothing to compare with"))
+            continue
+        saved_extra = bench.get("extra_info") or {}
+        mismatched = [f"{key} {saved_extra.get(key)!r} -> {result.extra.get(key)!r}" for key in COMPARED_SETTINGS
+                      if key in saved_extra and saved_extra.get(key) != result.extra.get(key)]
+        if mismatched:
+            verdicts.append(Verdict(name, "not compared", "baseline measured other settings: " + ", ".join(mismatched),
+                                    baseline_median=base_median))
+            continue
+        latency = compare_latency(list(bench["stats"].get("data") or []), result.rounds,
+                                  stage_min_effect.get(name, 0.05), baseline_median=base_median)
+        base_mem, mem = saved_extra.get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
+        memory_ratio = mem / base_mem if base_mem and mem is not None else None
+        problems = []
+        if latency.regressed:
+            detail = f"latency +{(latency.ratio - 1) * 100:.1f}% > threshold {latency.threshold * 100:.1f}%"
+            if latency.p_slower is not None:
+                detail += f" (p={latency.p_slower:.4f}, 95% CI x{latency.ci[0]:.3f}-{latency.ci[1]:.3f})"
+            problems.append(detail)
+        if memory_regressed(base_mem, mem):
+            problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
+                            f"(+{(memory_ratio - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
+        if problems:
+            status, detail = "REGRESSION", "; ".join(problems)
+        elif latency.improved:
+            status, detail = "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%"
+        else:
+            status = "ok"
+            detail = f"latency {(latency.ratio - 1) * 100:+.1f}% within {latency.threshold * 100:.1f}%"
+            if latency.p_slower is not None and latency.ratio > 1:
+                detail += f" (p={latency.p_slower:.3f})"
+        verdicts.append(Verdict(name, status, detail, latency, memory_ratio, base_median))
+    return verdicts, [name for name in saved if name not in selected]

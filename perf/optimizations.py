@@ -1,0 +1,124 @@
+"""How each field of a :class:`perf.stages.Recipe` is applied to a pipeline.
+
+The order is fixed and matters: precision and attention change the modules, so they come
+first; channels_last changes the weights' layout; anything that captures the UNet
+(``torch.jit.trace``, ``torch.compile``) comes last so that it captures what came before,
+including any injected fault (:mod:`perf.inject`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable, Iterator
+
+import torch
+
+from .stages import Recipe
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """TF32 is process-global; set it for one stage and restore it after."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
+          before_capture: Callable[[object], None] | None = None):
+    """Prepare ``pipe`` as ``recipe`` says; returns the pipeline to time."""
+    pipe.to(device, DTYPES[recipe.dtype])
+    _set_attention(pipe, recipe.attention)
+    if recipe.fuse_qkv:
+        pipe.fuse_qkv_projections()
+    if recipe.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if before_capture is not None:
+        before_capture(pipe)
+    if recipe.trace_unet:
+        pipe.unet = trace_unet(pipe, batch=batch, size=size)
+    if recipe.compile is not None:
+        pipe.unet = torch.compile(pipe.unet, **recipe.compile)
+    return pipe
+
+
+def _set_attention(pipe, attention: str) -> None:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    if attention == "xformers":
+        pipe.enable_xformers_memory_efficient_attention()
+        return
+    processor = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}[attention]
+    for name in ("unet", "vae"):
+        module = getattr(pipe, name, None)
+        if module is not None and hasattr(module, "set_attn_processor"):
+            module.set_attn_processor(processor())
+
+
+class TracedUNet(torch.nn.Module):
+    """The guide's traced UNet, extended with what newer pipelines read from ``pipe.unet``.
+
+    Pipelines read ``unet.config`` (sample size, channels, ``time_cond_proj_dim``), ``unet.dtype``
+    and ``unet.device``, and call it with keyword arguments and ``return_dict=False``; a bare
+    ``ScriptModule`` has none of these and breaks the pipeline.
+    """
+
+    def __init__(self, traced, unet):
+        super().__init__()
+        self.traced = traced
+        self.config = unet.config
+        self._dtype = unet.dtype
+        self._device = unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def forward(self, sample, timestep, encoder_hidden_states, *args, return_dict: bool = True, **kwargs):
+        extra = sorted(k for k, v in kwargs.items() if v is not None) + (["positional extras"] if any(a is not None for a in args) else [])
+        if extra:
+            raise TypeError(f"the traced UNet was traced without {', '.join(extra)}")
+        sample = self.traced(sample, timestep, encoder_hidden_states)[0]
+        if not return_dict:
+            return (sample,)
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        return UNet2DConditionOutput(sample=sample)
+
+
+def trace_unet(pipe, *, batch: int, size: int) -> TracedUNet:
+    """``torch.jit.trace`` the UNet for the shapes this run uses (classifier-free guidance doubles the batch)."""
+    unet = pipe.unet
+    config = unet.config
+    scale = getattr(pipe, "vae_scale_factor", 8)
+    memory_format = torch.channels_last if _is_channels_last(unet) else torch.contiguous_format
+    sample = torch.randn(2 * batch, config.in_channels, size // scale, size // scale,
+                         device=unet.device, dtype=unet.dtype).to(memory_format=memory_format)
+    timestep = torch.tensor(999, device=unet.device)
+    text = torch.randn(2 * batch, 77, config.cross_attention_dim, device=unet.device, dtype=unet.dtype)
+    forward = unet.forward
+    unet.forward = functools.partial(forward, return_dict=False)
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(unet, (sample, timestep, text), check_trace=False)
+    finally:
+        unet.forward = forward
+    return TracedUNet(traced, unet)
+
+
+def _is_channels_last(module: torch.nn.Module) -> bool:
+    for param in module.parameters():
+        if param.dim() == 4:
+            return param.is_contiguous(memory_format=torch.channels_last) and not param.is_contiguous()
+    return False

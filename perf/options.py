@@ -1,0 +1,144 @@
+"""Command-line options (``--perf-*``) and their validation into one :class:`Settings`.
+
+Bad input is a usage error with one line that says what was wrong and what is valid, raised
+at configure time, before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from . import pipelines, stages
+from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("diffusers-perf", "diffusers-perf: Diffusers inference benchmarks")
+    group.addoption("--perf-pipeline", metavar="NAME", default=None,
+                    help=f"embedded pipeline: {', '.join(pipelines.SPECS)} (default: sd15 with CUDA, tiny without)")
+    group.addoption("--perf-model", metavar="PATH_OR_ID", default=None,
+                    help="a real diffusers pipeline (folder or hub id) loaded with from_pretrained; safetensors only")
+    group.addoption("--perf-stages", metavar="a,b,c", default="all",
+                    help=f"stages to run, in ladder order: {', '.join(stages.names())} (default: all)")
+    group.addoption("--perf-steps", metavar="N", type=int, default=None,
+                    help="denoising steps (default: 50 for sd15, 10 for tiny)")
+    group.addoption("--perf-size", metavar="PX", type=int, default=None,
+                    help="image height and width in pixels (default: 512 for sd15, 64 for tiny)")
+    group.addoption("--perf-batch", metavar="N", type=int, default=1, help="images per prompt (default: 1)")
+    group.addoption("--perf-warmup", metavar="N", type=int, default=None,
+                    help="warm-up rounds per stage (default: 1 eager, 3 for torch.compile stages)")
+    group.addoption("--perf-min-rounds", metavar="N", type=int, default=MIN_ROUNDS_FOR_RANK_TEST,
+                    help=f"fewest timed rounds per stage (default: {MIN_ROUNDS_FOR_RANK_TEST}, what a rank test needs)")
+    group.addoption("--perf-max-rounds", metavar="N", type=int, default=20,
+                    help="most timed rounds per stage (default: 20)")
+    group.addoption("--perf-max-time", metavar="SECONDS", type=float, default=15.0,
+                    help="time budget of one stage's timed rounds; rounds stop growing past it (default: 15)")
+    group.addoption("--perf-report", metavar="PATH", default="perf-report.md",
+                    help="Markdown report written at the end of the run (default: perf-report.md); "
+                         "also appended to $GITHUB_STEP_SUMMARY when set")
+    group.addoption("--perf-no-flops", action="store_true",
+                    help="skip counting FLOPs and measuring the device's peak (saves a few seconds)")
+    group.addoption("--perf-inject-nan", action="store_true",
+                    help="(proves the guard) put a NaN into the VAE's output: every stage must fail")
+    group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
+                    help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
+                         "baseline's seconds per step; needs --benchmark-compare")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    pipeline: str  # an embedded pipeline's name, or "model" for --perf-model
+    model: Path | None
+    stages: list[str]
+    steps: int
+    size: int
+    batch: int
+    budget: Budget
+    report: Path
+    count_flops: bool
+    inject_nan: bool
+    inject_slowdown: float
+
+    @property
+    def label(self) -> str:
+        return self.pipeline if self.model is None else f"model:{self.model.name}"
+
+
+def settings_from(config: pytest.Config) -> Settings:
+    """Validate the options; raises :class:`pytest.UsageError` with one line on bad input."""
+    get = config.getoption
+    try:
+        selected = stages.parse(get("perf_stages"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--perf-stages: {exc}") from None
+
+    model = None
+    name = get("perf_pipeline")
+    if get("perf_model"):
+        if name:
+            raise pytest.UsageError("--perf-model and --perf-pipeline are exclusive: pass one of them")
+        try:
+            model = pipelines.resolve_model(get("perf_model"))
+        except pipelines.ModelError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        name = "model"
+        scale = pipelines.model_scale_factor(model)
+        default_steps, default_size = 50, pipelines.model_sample_size(model) or 512
+    else:
+        name = name or pipelines.default_pipeline()
+        if name not in pipelines.SPECS:
+            raise pytest.UsageError(
+                f"--perf-pipeline: unknown pipeline {name!r}; valid pipelines: {', '.join(pipelines.SPECS)} "
+                "(or --perf-model PATH_OR_ID for a real checkpoint)"
+            )
+        spec = pipelines.SPECS[name]
+        scale, default_steps, default_size = spec.vae_scale_factor, spec.steps, spec.size
+
+    steps = get("perf_steps") or default_steps
+    size = get("perf_size") or default_size
+    for option, value in (("--perf-steps", get("perf_steps")), ("--perf-size", get("perf_size")),
+                          ("--perf-batch", get("perf_batch")), ("--perf-min-rounds", get("perf_min_rounds")),
+                          ("--perf-max-rounds", get("perf_max_rounds"))):
+        if value is not None and value < 1:
+            raise pytest.UsageError(f"{option}: must be a positive integer, got {value}")
+    if get("perf_warmup") is not None and get("perf_warmup") < 0:
+        raise pytest.UsageError(f"--perf-warmup: must be 0 or more, got {get('perf_warmup')}")
+    if get("perf_max_time") <= 0:
+        raise pytest.UsageError(f"--perf-max-time: must be positive seconds, got {get('perf_max_time')}")
+    multiple = max(8, scale)
+    if size % multiple:
+        raise pytest.UsageError(
+            f"--perf-size: {size} is not a multiple of {multiple}, which this pipeline's VAE and UNet need; "
+            f"try {max(multiple, size // multiple * multiple)} or {(size // multiple + 1) * multiple}"
+        )
+    if get("perf_max_rounds") < get("perf_min_rounds"):
+        raise pytest.UsageError(
+            f"--perf-max-rounds ({get('perf_max_rounds')}) is below --perf-min-rounds ({get('perf_min_rounds')})"
+        )
+    slowdown = get("perf_inject_slowdown")
+    if slowdown < 0:
+        raise pytest.UsageError(f"--perf-inject-slowdown: must be a fraction >= 0, got {slowdown}")
+    if slowdown and not get("benchmark_compare"):
+        raise pytest.UsageError("--perf-inject-slowdown sizes the injected work from a baseline: add --benchmark-compare")
+
+    return Settings(
+        pipeline=name,
+        model=model,
+        stages=selected,
+        steps=steps,
+        size=size,
+        batch=get("perf_batch"),
+        budget=Budget(
+            warmup_rounds=get("perf_warmup"),
+            min_rounds=get("perf_min_rounds"),
+            max_rounds=get("perf_max_rounds"),
+            max_time=get("perf_max_time"),
+        ),
+        report=Path(get("perf_report")),
+        count_flops=not get("perf_no_flops"),
+        inject_nan=get("perf_inject_nan"),
+        inject_slowdown=slowdown,
+    )

@@ -1,0 +1,269 @@
+"""Pipeline builders: embedded pipelines from configs with seeded random weights, or a real checkpoint.
+
+Nothing is fetched from the hub: latency does not depend on weight values, so ``sd15`` is the
+Stable Diffusion 1.5 architecture with random weights, built straight on the target device in
+about a second. ``--perf-model`` keeps the real ``from_pretrained`` path for users who point the
+suite at a checkpoint; it loads safetensors only and never runs remote code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PROMPT = "a photo of an astronaut riding a horse on mars"  # the guide's prompt
+SEED = 0
+
+_SCHEDULER = dict(  # DDIM, as in the guide's table; SD 1.5's noise schedule
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+    clip_sample=False, set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+    """One embedded pipeline: component configs plus the run settings it defaults to."""
+
+    name: str
+    summary: str
+    unet: dict
+    vae: dict
+    text_encoder: dict
+    steps: int
+    size: int
+    batch: int = 1
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae["block_out_channels"]) - 1)
+
+
+SPECS: dict[str, PipelineSpec] = {
+    "sd15": PipelineSpec(
+        name="sd15",
+        summary="Stable Diffusion 1.5 architecture, seeded random weights (UNet 860M)",
+        unet=dict(
+            sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8, cross_attention_dim=768,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        ),
+        vae=dict(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        ),
+        text_encoder=dict(
+            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+            vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        ),
+        steps=50,
+        size=512,
+    ),
+    "tiny": PipelineSpec(
+        name="tiny",
+        summary="the same family shrunk to about a second per image on two CPU cores",
+        unet=dict(
+            sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(32, 64), attention_head_dim=8, cross_attention_dim=32, norm_num_groups=32,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        ),
+        vae=dict(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=64,
+            norm_num_groups=32, block_out_channels=(32, 64),
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        ),
+        text_encoder=dict(
+            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            vocab_size=1000, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=32,
+        ),
+        steps=10,
+        size=64,
+    ),
+}
+
+
+def default_pipeline() -> str:
+    return "sd15" if torch.cuda.is_available() else "tiny"
+
+
+# -- tokenizer ------------------------------------------------------------------------------------
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte-to-character map (transformers 5 no longer exports it)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    extra = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + extra)
+            extra += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+@functools.lru_cache(maxsize=None)
+def _tokenizer_files() -> tuple[str, str]:
+    """A byte-level CLIP vocabulary with no merges: every prompt tokenizes, and padding makes
+    the text encoder's work (77 positions) exactly that of the real tokenizer."""
+    chars = list(_bytes_to_unicode().values())
+    vocab = {token: i for i, token in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    folder = Path(tempfile.mkdtemp(prefix="diffusers-perf-tokenizer-"))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return str(folder / "vocab.json"), str(folder / "merges.txt")
+
+
+def build_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _tokenizer_files()
+    # model_max_length must be set: without it padding overflows (transformers 5).
+    return CLIPTokenizer(vocab, merges, model_max_length=77)
+
+
+# -- embedded pipelines -----------------------------------------------------------------------------
+
+
+def build(name: str, device: torch.device | str, seed: int = SEED):
+    """Build an embedded pipeline in float32 directly on ``device``, weights seeded by ``seed``."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    spec = SPECS[name]
+    tokenizer = build_tokenizer()
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**spec.unet)
+        vae = AutoencoderKL(**spec.vae)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**spec.text_encoder, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos))
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
+        scheduler=DDIMScheduler(**_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# -- real checkpoints ------------------------------------------------------------------------------
+
+
+class ModelError(ValueError):
+    """A ``--perf-model`` that cannot be used; the message is one line that says what to do."""
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model(path_or_id: str) -> Path:
+    """Turn ``--perf-model`` into a local folder holding a safetensors diffusers pipeline.
+
+    Checked up front (at configure time) so that a typo costs one line, not a traceback after
+    the first stage has been built.
+    """
+    path = Path(path_or_id).expanduser()
+    if path.exists():
+        folder = path
+    elif _HUB_ID.match(path_or_id) and not path_or_id.startswith((".", "/", "~")):
+        folder = _from_hub(path_or_id)
+    else:
+        raise ModelError(f"--perf-model {path_or_id!r}: no such folder, and not a hub id of the form 'org/name'")
+    _check_pipeline_folder(folder, path_or_id)
+    return folder
+
+
+def _from_hub(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.txt", "*.safetensors", "*.model"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ModelError(
+            f"--perf-model {repo_id!r}: not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+            "download it first or pass a local folder"
+        )
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, etag_timeout=10))
+    except Exception as exc:
+        raise ModelError(
+            f"--perf-model {repo_id!r}: could not fetch it from the hub ({type(exc).__name__}); with no network, "
+            "pass a local folder saved by save_pretrained, or set HF_HUB_OFFLINE=1 and use a cached model"
+        ) from None
+
+
+def _check_pipeline_folder(folder: Path, given: str) -> None:
+    if not folder.is_dir():
+        raise ModelError(f"--perf-model {given!r}: is a file; pass the folder that holds model_index.json")
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ModelError(
+            f"--perf-model {given!r}: not a diffusers pipeline (no model_index.json); "
+            "pass a folder written by DiffusionPipeline.save_pretrained"
+        )
+    try:
+        components = json.loads(index.read_text())
+    except ValueError as exc:
+        raise ModelError(f"--perf-model {given!r}: model_index.json is not valid JSON ({exc})") from None
+    pickled = []
+    for name, value in components.items():
+        sub = folder / name
+        if name.startswith("_") or not isinstance(value, list) or not sub.is_dir():
+            continue
+        files = [p.name for p in sub.iterdir()]
+        has_safe = any(f.endswith(".safetensors") for f in files)
+        has_pickle = any(f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")) for f in files)
+        if has_pickle and not has_safe:
+            pickled.append(name)
+    if pickled:
+        raise ModelError(
+            f"--perf-model {given!r}: {', '.join(pickled)} hold{'s' if len(pickled) == 1 else ''} only pickled "
+            "weights (.bin), which the suite never loads; convert them to safetensors "
+            "(pipe.save_pretrained(folder, safe_serialization=True))"
+        )
+
+
+def model_scale_factor(folder: Path) -> int:
+    try:
+        config = json.loads((folder / "vae" / "config.json").read_text())
+        return 2 ** (len(config["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError):
+        return 8
+
+
+def model_sample_size(folder: Path) -> int | None:
+    try:
+        config = json.loads((folder / "unet" / "config.json").read_text())
+        size = config["sample_size"]
+        return int(size if isinstance(size, int) else size[0]) * model_scale_factor(folder)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def load(folder: Path, device: torch.device | str):
+    """``from_pretrained`` in float32 on ``device``: safetensors only, no remote code."""
+    from diffusers import DiffusionPipeline
+
+    kwargs: dict[str, Any] = {"use_safetensors": True}
+    index = json.loads((folder / "model_index.json").read_text())
+    if "safety_checker" in index:
+        # The safety checker blanks images itself; the guard must only see numeric failures.
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipe = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=torch.float32, **kwargs)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

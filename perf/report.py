@@ -1,0 +1,89 @@
+"""The end-of-run report: the guide's table, extended, in the terminal and as Markdown.
+
+Columns: stage, median latency, speed-up over ``fp32``, seconds per step, peak GPU memory,
+share of the device's measured matmul peak, the baseline's median, the change and the
+verdict. The Markdown goes to ``--perf-report`` and, in GitHub Actions, to the job summary.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HEADERS = ("stage", "median s", "speed-up", "s/step", "peak GiB", "% of peak", "rounds",
+           "baseline s", "change", "verdict")
+
+
+def rows(verdicts, results) -> list[tuple[str, ...]]:
+    reference = results.get("fp32")
+    reference = reference.median if reference is not None and reference.outcome == "passed" else None
+    table = []
+    for verdict in verdicts:
+        result = results.get(verdict.stage)
+        median = result.median if result is not None and result.outcome == "passed" else None
+        extra = result.extra if result is not None else {}
+        change = ""
+        if verdict.latency is not None:
+            change = f"{(verdict.latency.ratio - 1) * 100:+.1f}%"
+        table.append((
+            verdict.stage,
+            _num(median, "{:.3f}"),
+            _num(reference / median if reference and median else None, "{:.2f}x"),
+            _num(extra.get("seconds_per_step"), "{:.4f}"),
+            _num(extra.get("peak_memory_gib"), "{:.2f}"),
+            _num(extra.get("fraction_of_peak") and 100 * extra["fraction_of_peak"], "{:.1f}%"),
+            str(extra.get("rounds", "")),
+            _num(verdict.baseline_median, "{:.3f}"),
+            change,
+            verdict.status,
+        ))
+    return table
+
+
+def _num(value, fmt: str) -> str:
+    return "" if value is None else fmt.format(value)
+
+
+def _notes(verdicts, missing, context) -> list[str]:
+    notes = [f"{v.stage}: {v.status} — {v.detail}" for v in verdicts if v.detail and v.status not in ("ok", "no baseline")]
+    if missing:
+        notes.append(f"in the baseline but not run: {', '.join(missing)}")
+    notes.extend(context)
+    return notes
+
+
+def terminal(verdicts, results, missing, context, write_line) -> None:
+    table = [HEADERS] + rows(verdicts, results)
+    widths = [max(len(row[i]) for row in table) for i in range(len(HEADERS))]
+    for index, row in enumerate(table):
+        write_line("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        if index == 0:
+            write_line("  ".join("-" * width for width in widths))
+    for note in _notes(verdicts, missing, context):
+        write_line(f"  {note}")
+
+
+def markdown(title: str, verdicts, results, missing, context) -> str:
+    lines = [f"## {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for row in rows(verdicts, results):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    notes = _notes(verdicts, missing, context)
+    if notes:
+        lines.append("")
+        lines.extend(f"- {note}" for note in notes)
+    return "\n".join(lines) + "\n"
+
+
+def write(text: str, path: Path) -> list[Path]:
+    """Write the report file, and append to ``$GITHUB_STEP_SUMMARY`` when GitHub Actions sets it."""
+    written = []
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        written.append(Path(summary))
+    return written

@@ -1,0 +1,187 @@
+"""One runner that builds and measures every stage: the test body of the whole ladder.
+
+A stage's life: check it can run here, build its pipeline (embedded or ``from_pretrained``),
+apply its recipe, warm up, time through ``benchmark.pedantic``, check the images, record
+what a reader of the JSON needs in ``extra_info``, tear down before the next stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import statistics
+from typing import Any
+
+import pytest
+import torch
+
+from . import baselines, flops, gate, guards, inject, optimizations, pipelines, requirements, stages, timing
+from .options import Settings
+
+
+@dataclasses.dataclass
+class StageResult:
+    """What the report and the gate need of one stage, whatever happened to it."""
+
+    stage: str
+    outcome: str  # "passed" | "failed" | "skipped"
+    message: str = ""
+    rounds: list[float] = dataclasses.field(default_factory=list)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.rounds) if self.rounds else None
+
+
+class StageFailure(Exception):
+    """A stage failed; its message is one line naming the stage and the error's first line."""
+
+
+def first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+
+
+class Runner:
+    """Session-wide state the stages share: settings, device, baseline, FLOP counts."""
+
+    def __init__(self, settings: Settings, baseline: baselines.Baseline | None):
+        self.settings = settings
+        self.baseline = baseline
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.results: dict[str, StageResult] = {}
+        self._flops: int | None = None
+        self._software: dict | None = None
+        self._hardware: dict | None = None
+
+    # -- building ----------------------------------------------------------------------------
+
+    def skip_reason(self, name: str) -> str | None:
+        return requirements.skip_reason(stages.recipe(name))
+
+    def build(self, name: str):
+        """The stage's pipeline, ready to time. Call inside ``optimizations.tf32(recipe.tf32)``."""
+        s = self.settings
+        recipe = stages.recipe(name)
+        if s.model is not None:
+            pipe = pipelines.load(s.model, self.device)
+        else:
+            pipe = pipelines.build(s.pipeline, self.device)
+        if getattr(pipe, "unet", None) is None and (recipe.channels_last or recipe.trace_unet or recipe.compile):
+            raise StageFailure(f"stage {name!r}: this pipeline has no UNet, which the stage optimizes")
+
+        def before_capture(pipe):
+            if s.count_flops and self._flops is None:
+                self._flops = flops.count_generation_flops(lambda n: self._generate(pipe, n), s.steps)
+            if s.inject_slowdown:
+                inject.slow_down_unet(pipe, self.injected_seconds_per_call(name))
+            if s.inject_nan:
+                inject.nan_in_vae(pipe)
+
+        return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
+                                   before_capture=before_capture)
+
+    def injected_seconds_per_call(self, name: str) -> float:
+        """``--perf-inject-slowdown`` as seconds of spin per UNet call, from the baseline's seconds per step."""
+        bench = self.baseline.stages().get(name) if self.baseline else None
+        if bench is None:
+            return 0.0
+        per_step = (bench.get("extra_info") or {}).get("seconds_per_step") or bench["stats"]["median"] / self.settings.steps
+        return self.settings.inject_slowdown * per_step
+
+    # -- measuring ----------------------------------------------------------------------------
+
+    def _generate(self, pipe, steps: int):
+        s = self.settings
+        generator = torch.Generator(self.device).manual_seed(pipelines.SEED)
+        return pipe(pipelines.PROMPT, num_inference_steps=steps, height=s.size, width=s.size,
+                    num_images_per_prompt=s.batch, generator=generator, output_type="np").images
+
+    def baseline_rounds(self, name: str) -> list[float]:
+        bench = self.baseline.stages().get(name) if self.baseline else None
+        return list(bench["stats"].get("data") or []) if bench else []
+
+    def measure(self, benchmark, name: str, pipe) -> StageResult:
+        s = self.settings
+        stage, recipe = stages.BY_NAME[name], stages.recipe(name)
+        benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
+        base = self.baseline_rounds(name)
+        wanted = gate.rounds_needed(timing.robust_cv(base), stage.min_effect) if base else None
+        measured = timing.measure(benchmark, lambda: self._generate(pipe, s.steps), self.device, s.budget,
+                                  compiled=recipe.compile is not None, wanted_rounds=wanted)
+        rounds = list(benchmark.stats.stats.data)
+        try:
+            image_stats = guards.check_images(measured.result, name)
+        except guards.GuardError:
+            benchmark.has_error = True  # a broken stage must never become a baseline
+            raise
+        extra = self._extra_info(name, recipe, rounds, measured, image_stats)
+        benchmark.extra_info.update(extra)
+        return StageResult(stage=name, outcome="passed", rounds=rounds, extra=extra)
+
+    def _extra_info(self, name, recipe, rounds, measured, image_stats) -> dict:
+        s = self.settings
+        median = statistics.median(rounds)
+        if self._software is None:
+            self._software, self._hardware = baselines.software_info(), baselines.hardware_info()
+        extra = {
+            "stage": name,
+            "summary": stages.BY_NAME[name].summary,
+            "pipeline": s.label,
+            "steps": s.steps,
+            "size": s.size,
+            "batch": s.batch,
+            "dtype": recipe.dtype,
+            "tf32": recipe.tf32,
+            "attention": recipe.attention,
+            "device": str(self.device),
+            "gpu": self._hardware["gpu"],
+            "torch": self._software["torch"],
+            "cuda": self._software["cuda"],
+            "diffusers": self._software["diffusers"],
+            "rounds": len(rounds),
+            "warmup_seconds": [round(x, 4) for x in measured.warmup_seconds],
+            "seconds_per_step": median / s.steps,
+            "robust_cv": timing.robust_cv(rounds),
+            "peak_memory_bytes": measured.peak_memory_bytes,
+            "peak_memory_gib": None if measured.peak_memory_bytes is None else round(measured.peak_memory_bytes / 2**30, 3),
+            "image_max": round(min(st.max for st in image_stats), 4),
+            "image_std": round(min(st.std for st in image_stats), 4),
+        }
+        if self._flops:
+            peak = flops.peak_flops(self.device.type, self.device.index or 0,
+                                    optimizations.DTYPES[recipe.dtype], recipe.tf32)
+            extra.update(flops=self._flops, achieved_tflops=self._flops / median / 1e12,
+                         peak_tflops=peak / 1e12, fraction_of_peak=self._flops / median / peak)
+        if s.inject_slowdown:
+            extra["injected_seconds_per_unet_call"] = self.injected_seconds_per_call(name)
+        if s.inject_nan:
+            extra["injected_nan"] = True
+        return extra
+
+    # -- teardown -----------------------------------------------------------------------------
+
+    def free(self) -> None:
+        """Give the stage's memory back before the next stage is built."""
+        gc.collect()
+        try:
+            import torch._dynamo
+
+            torch._dynamo.reset()
+        except Exception:
+            pass
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+
+
+def describe(name: str, when: str, exc: BaseException) -> str:
+    """One line for a failed stage: its name and the error's first line.
+
+    Callers keep this string and drop the exception, whose traceback holds the frames (and
+    the GPU tensors) of the failed stage: memory must be free before the next stage is built.
+    """
+    if isinstance(exc, (StageFailure, guards.GuardError)):
+        return str(exc)
+    return f"stage {name!r} failed {when}: {first_line(exc)}"

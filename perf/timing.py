@@ -1,0 +1,104 @@
+"""Timing done once, correctly: synchronize, warm up, size the rounds, track peak memory.
+
+Every stage is timed through :func:`measure`, so the rules below hold for all of them:
+
+* the timed call synchronizes the device before it returns, or a GPU stage would be timed
+  by how fast Python queues kernels;
+* warm-up rounds are explicit (pytest-benchmark warms up only on PyPy by default): one for
+  eager stages, three where ``torch.compile`` must compile and CUDA graphs must record;
+* the number of timed rounds comes from measured noise: as many as the stage's baseline
+  spread says the gate needs (:func:`perf.gate.rounds_needed`), or as many as the budget
+  allows when there is no baseline, clamped to ``[min_rounds, max_rounds]`` and to the time
+  budget. Never fewer than six by default: a rank test cannot reach significance with fewer
+  rounds a side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+MIN_ROUNDS_FOR_RANK_TEST = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    warmup_rounds: int | None  # None: 1 for eager stages, 3 for compiled ones
+    min_rounds: int
+    max_rounds: int
+    max_time: float  # seconds of timed rounds per stage
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synchronized(fn: Callable, device: torch.device) -> Callable:
+    def call():
+        result = fn()
+        synchronize(device)
+        return result
+
+    return call
+
+
+def warmup_rounds(budget: Budget, compiled: bool) -> int:
+    if budget.warmup_rounds is not None:
+        return budget.warmup_rounds
+    return 3 if compiled else 1
+
+
+def plan_rounds(budget: Budget, seconds_per_round: float, wanted: int | None) -> int:
+    """How many timed rounds: what the noise asks for (all the budget allows if unknown), clamped."""
+    if wanted is None:
+        wanted = budget.max_rounds
+    affordable = math.floor(budget.max_time / max(seconds_per_round, 1e-9))
+    rounds = min(wanted, affordable, budget.max_rounds)
+    return max(rounds, budget.min_rounds)
+
+
+def robust_cv(samples: list[float]) -> float | None:
+    """Spread of ``samples`` as a fraction of their median, from the MAD (robust to one outlier)."""
+    if len(samples) < 3:
+        return None
+    median = statistics.median(samples)
+    mad = statistics.median(abs(x - median) for x in samples)
+    return 1.4826 * mad / median if median > 0 else None
+
+
+@dataclasses.dataclass
+class Measurement:
+    warmup_seconds: list[float]
+    rounds: int
+    peak_memory_bytes: int | None
+    result: object
+
+
+def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
+            compiled: bool, wanted_rounds: int | None) -> Measurement:
+    """Warm up, plan the rounds, then time ``generate`` through ``benchmark.pedantic``."""
+    call = synchronized(generate, device)
+    warmups = []
+    for _ in range(warmup_rounds(budget, compiled)):
+        start = time.perf_counter()
+        call()
+        warmups.append(time.perf_counter() - start)
+    last = warmups[-1] if warmups else _one_round(call)
+    rounds = plan_rounds(budget, last, wanted_rounds)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    result = benchmark.pedantic(call, rounds=rounds, warmup_rounds=0, iterations=1)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result)
+
+
+def _one_round(call: Callable) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start

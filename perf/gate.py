@@ -222,7 +222,7 @@ def evaluate(results: dict, selected: list[str], baseline, stage_min_effect: dic
         if latency.regressed:
             detail = f"latency +{(latency.ratio - 1) * 100:.1f}% > threshold {latency.threshold * 100:.1f}%"
             if latency.p_slower is not None:
-                detail += f" (p={latency.p_slower:.4f}, 95% CI x{latency.ci[0]:.3f}-{latency.ci[1]:.3f})"
+                detail += f" (rank test p={latency.p_slower:.2g}, 95% CI x{latency.ci[0]:.3f}-{latency.ci[1]:.3f})"
             problems.append(detail)
         if memory_regressed(base_mem, mem):
             problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "

@@ -178,6 +178,21 @@ def find(storage: Path, key: str, selector: str | bool) -> tuple[Baseline | None
     return None, problems
 
 
+def history(storage: Path, key: str, settings: dict) -> dict[str, list[float]]:
+    """Each stage's median in every valid stored run for this hardware with these settings."""
+    medians: dict[str, list[float]] = {}
+    for path in candidates(storage / key):
+        try:
+            baseline = read(path)
+        except BaselineError:
+            continue
+        for stage, bench in baseline.stages().items():
+            extra = bench.get("extra_info") or {}
+            if all(extra.get(k) == v for k, v in settings.items() if k in extra):
+                medians.setdefault(stage, []).append(bench["stats"]["median"])
+    return medians
+
+
 # -- writing --------------------------------------------------------------------------------------
 
 

@@ -170,9 +170,13 @@ def pytest_sessionfinish_gate_and_report(session: pytest.Session, exitstatus) ->
     perf: PerfSession = session.config._perf
     if not perf.runner.results:
         return
+    s = perf.settings
+    history = baselines.history(perf.storage, perf.key, {"pipeline": s.label, "steps": s.steps, "size": s.size,
+                                                          "batch": s.batch}) \
+        if perf.runner.baseline is not None and perf.storage is not None else {}
     perf.verdicts, perf.missing = gate.evaluate(
-        perf.runner.results, perf.settings.stages, perf.runner.baseline,
-        {stage.name: stage.min_effect for stage in stages.STAGES},
+        perf.runner.results, s.stages, perf.runner.baseline,
+        {stage.name: stage.min_effect for stage in stages.STAGES}, history,
     )
     for path in perf.saved:
         perf.context.append(f"baseline recorded: {path}")

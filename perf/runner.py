@@ -12,10 +12,9 @@ import gc
 import statistics
 from typing import Any
 
-import pytest
 import torch
 
-from . import baselines, flops, gate, guards, inject, optimizations, pipelines, requirements, stages, timing
+from . import baselines, flops, guards, inject, optimizations, pipelines, requirements, stages, timing
 from .options import Settings
 
 
@@ -98,18 +97,12 @@ class Runner:
         return pipe(pipelines.PROMPT, num_inference_steps=steps, height=s.size, width=s.size,
                     num_images_per_prompt=s.batch, generator=generator, output_type="np").images
 
-    def baseline_rounds(self, name: str) -> list[float]:
-        bench = self.baseline.stages().get(name) if self.baseline else None
-        return list(bench["stats"].get("data") or []) if bench else []
-
     def measure(self, benchmark, name: str, pipe) -> StageResult:
         s = self.settings
-        stage, recipe = stages.BY_NAME[name], stages.recipe(name)
+        recipe = stages.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
-        base = self.baseline_rounds(name)
-        wanted = gate.rounds_needed(timing.robust_cv(base), stage.min_effect) if base else None
         measured = timing.measure(benchmark, lambda: self._generate(pipe, s.steps), self.device, s.budget,
-                                  compiled=recipe.compile is not None, wanted_rounds=wanted)
+                                  compiled=recipe.compile is not None)
         rounds = list(benchmark.stats.stats.data)
         try:
             image_stats = guards.check_images(measured.result, name)

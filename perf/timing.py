@@ -6,11 +6,12 @@ Every stage is timed through :func:`measure`, so the rules below hold for all of
   by how fast Python queues kernels;
 * warm-up rounds are explicit (pytest-benchmark warms up only on PyPy by default): one for
   eager stages, three where ``torch.compile`` must compile and CUDA graphs must record;
-* the number of timed rounds comes from measured noise: as many as the stage's baseline
-  spread says the gate needs (:func:`perf.gate.rounds_needed`), or as many as the budget
-  allows when there is no baseline, clamped to ``[min_rounds, max_rounds]`` and to the time
-  budget. Never fewer than six by default: a rank test cannot reach significance with fewer
-  rounds a side.
+* the number of timed rounds is what the time budget affords at the warm-up's pace,
+  clamped to ``[min_rounds, max_rounds]``: never fewer than six by default, since a rank test
+  cannot reach significance with fewer rounds a side. The gate's threshold is twice the
+  measured noise (:mod:`perf.gate`), and for that six rounds already put the median's standard
+  error well inside it; extra rounds buy power for the rank test where they are cheap
+  (CUDA-graph stages get 20 in the same budget that gives an fp32 stage 6).
 """
 
 from __future__ import annotations
@@ -54,12 +55,10 @@ def warmup_rounds(budget: Budget, compiled: bool) -> int:
     return 3 if compiled else 1
 
 
-def plan_rounds(budget: Budget, seconds_per_round: float, wanted: int | None) -> int:
-    """How many timed rounds: what the noise asks for (all the budget allows if unknown), clamped."""
-    if wanted is None:
-        wanted = budget.max_rounds
+def plan_rounds(budget: Budget, seconds_per_round: float) -> int:
+    """How many timed rounds the budget affords, clamped to ``[min_rounds, max_rounds]``."""
     affordable = math.floor(budget.max_time / max(seconds_per_round, 1e-9))
-    rounds = min(wanted, affordable, budget.max_rounds)
+    rounds = min(affordable, budget.max_rounds)
     return max(rounds, budget.min_rounds)
 
 
@@ -81,7 +80,7 @@ class Measurement:
 
 
 def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
-            compiled: bool, wanted_rounds: int | None) -> Measurement:
+            compiled: bool) -> Measurement:
     """Warm up, plan the rounds, then time ``generate`` through ``benchmark.pedantic``."""
     call = synchronized(generate, device)
     warmups = []
@@ -90,7 +89,7 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
         call()
         warmups.append(time.perf_counter() - start)
     last = warmups[-1] if warmups else _one_round(call)
-    rounds = plan_rounds(budget, last, wanted_rounds)
+    rounds = plan_rounds(budget, last)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = benchmark.pedantic(call, rounds=rounds, warmup_rounds=0, iterations=1)

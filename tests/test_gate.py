@@ -1,0 +1,92 @@
+"""The gate's statistics on fabricated rounds (inputs to pure functions, not benchmark results)."""
+
+import random
+
+import pytest
+
+from perf import gate
+from perf.runner import StageResult
+
+
+def rounds(center, spread, n, seed):
+    rng = random.Random(seed)
+    return [center * (1 + rng.uniform(-spread, spread)) for _ in range(n)]
+
+
+def test_rank_test_exact_minimum_for_six_a_side():
+    assert gate.mann_whitney_p([2.0 + i for i in range(6)], [float(i) / 10 for i in range(6)]) == pytest.approx(1 / 924)
+
+
+def test_rank_test_symmetric_when_identical_distributions():
+    x, y = [1, 3, 5, 7, 9, 11], [2, 4, 6, 8, 10, 12]
+    # U = 15 of 36: P(U >= 15) = 0.7056 and P(U >= 21) = 0.3496 (exact; the values scipy's mannwhitneyu gives).
+    assert gate.mann_whitney_p(x, y) == pytest.approx(0.7056, abs=1e-4)
+    assert gate.mann_whitney_p(y, x) == pytest.approx(0.3496, abs=1e-4)
+
+
+def test_rank_test_handles_ties():
+    assert gate.mann_whitney_p([1.0] * 6, [1.0] * 6) > 0.4
+
+
+def test_thirty_percent_slowdown_regresses_and_noise_does_not():
+    base = rounds(1.0, 0.03, 10, 1)
+    assert gate.compare_latency(base, rounds(1.3, 0.03, 10, 2), 0.10).regressed
+    assert not gate.compare_latency(base, rounds(1.0, 0.03, 10, 3), 0.10).regressed
+
+
+def test_threshold_grows_with_measured_noise():
+    quiet, noisy = rounds(1.0, 0.01, 10, 4), rounds(1.0, 0.4, 10, 5)
+    assert gate.threshold(0.03, quiet) == pytest.approx(0.03, abs=0.02)
+    assert gate.threshold(0.03, noisy) > 0.2
+    assert gate.threshold(0.03, quiet, history=[0.43, 0.54]) > 0.25  # run-to-run drift dominates
+
+
+def test_small_effect_below_threshold_is_ok_even_if_significant():
+    base = [1.0 + i * 1e-4 for i in range(10)]
+    comparison = gate.compare_latency(base, [x * 1.02 for x in base], 0.03)
+    assert comparison.p_slower < 0.01 and not comparison.regressed
+
+
+def test_memory_growth_beyond_threshold_regresses():
+    gib = 2**30
+    assert gate.memory_regressed(2 * gib, int(2.5 * gib))
+    assert not gate.memory_regressed(2 * gib, 2 * gib + 2**20)
+    assert not gate.memory_regressed(None, 3 * gib)
+
+
+class FakeBaseline:
+    def __init__(self, stages):
+        self._stages = stages
+
+    def stages(self):
+        return self._stages
+
+
+def bench(data, **extra):
+    return {"stats": {"median": sorted(data)[len(data) // 2], "data": data},
+            "extra_info": {"pipeline": "tiny", "steps": 2, "size": 32, "batch": 1, **extra}}
+
+
+def result(name, data, **extra):
+    return StageResult(name, "passed", rounds=data, extra={"pipeline": "tiny", "steps": 2, "size": 32, "batch": 1, **extra})
+
+
+def test_evaluate_names_new_missing_and_mismatched_stages():
+    base = FakeBaseline({"fp32": bench(rounds(1, 0.02, 8, 1)), "sdpa": bench(rounds(1, 0.02, 8, 2)),
+                         "bf16": bench(rounds(1, 0.02, 8, 3), steps=50)})
+    results = {"fp32": result("fp32", rounds(1.5, 0.02, 8, 4)), "compile": result("compile", rounds(1, 0.02, 8, 5)),
+               "bf16": result("bf16", rounds(1, 0.02, 8, 6))}
+    verdicts, missing = gate.evaluate(results, ["fp32", "bf16", "compile"], base, {})
+    by_stage = {v.stage: v for v in verdicts}
+    assert by_stage["fp32"].status == "REGRESSION" and "latency +" in by_stage["fp32"].detail
+    assert by_stage["compile"].status == "new"
+    assert by_stage["bf16"].status == "not compared" and "steps 50 -> 2" in by_stage["bf16"].detail
+    assert missing == ["sdpa"]
+
+
+def test_evaluate_memory_regression():
+    gib = 2**30
+    data = rounds(1, 0.02, 8, 1)
+    base = FakeBaseline({"fp32": bench(data, peak_memory_bytes=2 * gib)})
+    verdicts, _ = gate.evaluate({"fp32": result("fp32", data, peak_memory_bytes=3 * gib)}, ["fp32"], base, {})
+    assert verdicts[0].status == "REGRESSION" and "peak memory" in verdicts[0].detail

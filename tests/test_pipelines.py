@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import torch
+
+from perf import guards, inject, optimizations, pipelines, stages
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return pipelines.build("tiny", "cpu")
+
+
+def generate(pipe, steps=2, size=32):
+    return pipe(pipelines.PROMPT, num_inference_steps=steps, height=size, width=size,
+                generator=torch.Generator("cpu").manual_seed(0), output_type="np").images
+
+
+def test_tokenizer_pads_to_77():
+    ids = pipelines.build_tokenizer()(pipelines.PROMPT, padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77
+
+
+def test_tiny_is_seeded_and_passes_the_guard(tiny):
+    first, second = generate(tiny), generate(tiny)
+    np.testing.assert_array_equal(first, second)
+    guards.check_images(first, "fp32")
+    again = pipelines.build("tiny", "cpu")
+    assert torch.equal(next(again.unet.parameters()), next(tiny.unet.parameters()))
+
+
+def test_sd15_architecture_matches_the_guide():
+    spec = pipelines.SPECS["sd15"]
+    assert spec.unet["block_out_channels"] == (320, 640, 1280, 1280)
+    assert spec.vae["block_out_channels"] == (128, 256, 512, 512)
+    assert (spec.steps, spec.size, spec.vae_scale_factor) == (50, 512, 8)
+    with torch.device("meta"):
+        from diffusers import UNet2DConditionModel
+
+        unet = UNet2DConditionModel(**spec.unet)
+    assert 855e6 < sum(p.numel() for p in unet.parameters()) < 865e6
+
+
+@pytest.mark.parametrize("image, stat", [
+    (np.full((1, 8, 8, 3), np.nan), "holds NaN"),
+    (np.full((1, 8, 8, 3), np.inf), "holds inf"),
+    (np.zeros((1, 8, 8, 3)), "is black"),
+    (np.full((1, 8, 8, 3), 0.5), "one flat colour"),
+])
+def test_guard_names_stage_and_statistic(image, stat):
+    with pytest.raises(guards.GuardError, match=stat) as err:
+        guards.check_images(image, "fp16")
+    assert "stage 'fp16'" in str(err.value)
+
+
+def test_traced_unet_keeps_what_pipelines_read():
+    pipe = pipelines.build("tiny", "cpu")
+    recipe = stages.Recipe(trace_unet=True)
+    pipe = optimizations.apply(pipe, recipe, torch.device("cpu"), batch=1, size=32)
+    assert isinstance(pipe.unet, optimizations.TracedUNet)
+    assert pipe.unet.dtype == torch.float32 and pipe.unet.device.type == "cpu"
+    assert pipe.unet.config.in_channels == 4
+    guards.check_images(generate(pipe), "traced_unet")
+
+
+def test_slowdown_injection_survives_tracing():
+    pipe = pipelines.build("tiny", "cpu")
+    recipe = stages.Recipe(trace_unet=True)
+    pipe = optimizations.apply(pipe, recipe, torch.device("cpu"), batch=1, size=32,
+                               before_capture=lambda p: inject.slow_down_unet(p, 0.05))
+    assert "diffusers_perf::spin" in str(pipe.unet.traced.inlined_graph)
+
+
+def test_from_pretrained_round_trip(tmp_path):
+    pipelines.build("tiny", "cpu").save_pretrained(tmp_path, safe_serialization=True)
+    folder = pipelines.resolve_model(str(tmp_path))
+    pipe = pipelines.load(folder, "cpu")
+    assert pipe.safety_checker is None if hasattr(pipe, "safety_checker") else True
+    guards.check_images(generate(pipe), "fp32")
+    assert pipelines.model_sample_size(folder) == 64

@@ -1,0 +1,159 @@
+"""``pytest perf`` end to end on CPU: usage errors, the guard, the gate, and what is saved."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from perf import pipelines
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="sized for the tiny pipeline on CPU")
+
+
+def one_line_error(result: pytest.RunResult) -> str:
+    lines = [line for line in result.errlines if line.startswith("ERROR:")]
+    assert len(lines) == 1, result.errlines
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--perf-stages=nope"], "valid stages: fp32, tf32, fp16"),
+    (["--perf-pipeline=sdxl"], "valid pipelines: sd15, tiny"),
+    (["--perf-steps=0"], "--perf-steps: must be a positive integer"),
+    (["--perf-size=-64"], "--perf-size: must be a positive integer"),
+    (["--perf-size=36"], "--perf-size: 36 is not a multiple of 8"),
+    (["--perf-batch=0"], "--perf-batch: must be a positive integer"),
+    (["--perf-inject-slowdown=0.3"], "add --benchmark-compare"),
+])
+def test_bad_options_are_one_line_usage_errors(suite, args, expected):
+    assert expected in one_line_error(suite.run(*args))
+
+
+def test_bad_models_are_one_line_usage_errors(suite, tmp_path, monkeypatch):
+    assert "no such folder" in one_line_error(suite.run(f"--perf-model={tmp_path / 'missing'}"))
+    assert "not a diffusers pipeline" in one_line_error(suite.run(f"--perf-model={tmp_path}"))
+    pickled = tmp_path / "pickled"
+    (pickled / "unet").mkdir(parents=True)
+    (pickled / "model_index.json").write_text(json.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
+    (pickled / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
+    line = one_line_error(suite.run(f"--perf-model={pickled}"))
+    assert "only pickled weights" in line and "never loads" in line
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = one_line_error(suite.run("--perf-model=someone/not-cached-model"))
+    assert "HF_HUB_OFFLINE" in line and "local folder" in line
+
+
+def test_cpu_run_reports_rows_and_skip_reasons(suite):
+    result = suite.run("-rs")
+    result.assert_outcomes(passed=2, skipped=9)
+    out = result.stdout.str()
+    for expected in ("test_generate[fp32]", "test_generate[bf16]", "tf32: needs CUDA", "fp16: float16 needs CUDA",
+                     "xformers: needs CUDA", "cudagraphs: needs CUDA", "diffusers-perf"):
+        assert expected in out
+    result.stdout.fnmatch_lines(["fp32 *no baseline", "bf16 *no baseline"])
+    report = (suite.pytester.path / "perf-report.md").read_text()
+    assert "| fp32 |" in report and "| bf16 |" in report
+
+
+def test_from_pretrained_runs_through_the_suite(suite, tmp_path):
+    pipelines.build("tiny", "cpu").save_pretrained(tmp_path / "tiny", safe_serialization=True)
+    result = suite.run(f"--perf-model={tmp_path / 'tiny'}", "--perf-stages=fp32")
+    result.assert_outcomes(passed=1)
+
+
+def test_guard_fails_a_stage_with_nan_images(suite):
+    result = suite.run("--perf-stages=fp32,bf16", "--perf-inject-nan")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*stage 'fp32': image 0 holds NaN*", "*stage 'bf16': image 0 holds NaN*"])
+
+
+OUT_OF_MEMORY_ON_FP32 = """
+import torch
+from perf import runner
+
+_build = runner.Runner.build
+
+
+def build(self, name):
+    if name == "fp32":
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\\nmore detail")
+    return _build(self, name)
+
+
+runner.Runner.build = build
+"""
+
+
+def test_a_failing_stage_fails_alone(suite):
+    result = suite.run("--perf-stages=fp32,bf16", plugins={"oom_on_fp32": OUT_OF_MEMORY_ON_FP32})
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*stage 'fp32' failed while building: OutOfMemoryError: CUDA out of memory. "
+                                 "Tried to allocate 20.00 GiB"])
+    assert "more detail" not in result.stdout.str()
+
+
+def test_gate_records_passes_unchanged_and_fails_on_slowdown(suite):
+    # Two recorded runs: the gate's threshold includes the run-to-run noise they show.
+    stages = ("--perf-stages=fp32,bf16", "--perf-size=64")
+    for name in ("first", "second"):
+        suite.run(*stages, f"--benchmark-save={name}").assert_outcomes(passed=2)
+    first, saved = suite.saved()
+    data = json.loads(saved.read_text())
+    assert saved.parent.name.startswith("cpu-")
+    assert all(len(b["stats"]["data"]) >= 6 for b in data["benchmarks"])
+    assert data["diffusers_perf"]["software"]["torch"] == torch.__version__
+
+    for attempt in range(5):  # no false alarm on unchanged reruns
+        rerun = suite.run(*stages, "--benchmark-compare")
+        assert rerun.ret == 0, rerun.stdout.str()
+        assert "REGRESSION" not in rerun.stdout.str()
+
+    slow = suite.run(*stages, "--benchmark-compare", "--perf-inject-slowdown=0.3")
+    assert slow.ret == pytest.ExitCode.TESTS_FAILED, slow.stdout.str()
+    slow.stdout.fnmatch_lines(["REGRESSION fp32: latency +*"])
+    assert suite.saved() == [first, saved]  # comparing never writes
+
+
+def test_first_compare_reports_instead_of_aborting(suite):
+    result = suite.run("--perf-stages=bf16", "--benchmark-compare", "--benchmark-compare-fail=mean:5%")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*no usable baseline for this hardware*pytest perf --benchmark-save=baseline*"])
+    assert suite.saved() == []
+
+
+def test_broken_baseline_is_reported_and_new_stage_named(suite):
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
+    [good] = suite.saved()
+    (good.parent / "0002_broken.json").write_text(good.read_text()[:100])
+    result = suite.run("--perf-stages=fp32,bf16", "--benchmark-compare")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*bf16*new*", "*0002_broken.json: is truncated*"])
+
+
+def test_never_saves_with_injected_faults(suite):
+    line = one_line_error(suite.run("--perf-stages=fp32", "--perf-inject-nan", "--benchmark-save=x"))
+    assert "never record a baseline" in line
+
+
+INTERRUPT_AFTER_BF16 = """
+def pytest_runtest_teardown(item):
+    if "bf16" in item.name:
+        raise KeyboardInterrupt
+"""
+
+
+def test_interrupted_run_saves_nothing(suite):
+    result = suite.run("--perf-stages=fp32,bf16", "--benchmark-save=partial",
+                       plugins={"interrupt_after_bf16": INTERRUPT_AFTER_BF16})
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert suite.saved() == []
+    assert not list(suite.storage.rglob("*.partial"))
+
+
+def test_refuses_xdist(suite):
+    pytest.importorskip("xdist")
+    line = one_line_error(suite.run("-n", "2"))
+    assert "pytest-xdist" in line and "without -n" in line

@@ -157,3 +157,14 @@ def test_refuses_xdist(suite):
     pytest.importorskip("xdist")
     line = one_line_error(suite.run("-n", "2"))
     assert "pytest-xdist" in line and "without -n" in line
+
+
+def test_baseline_from_other_hardware_is_not_compared(suite):
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
+    [saved] = suite.saved()
+    data = json.loads(saved.read_text())
+    data["machine_info"].update(accelerator="cuda", gpu="NVIDIA A100-SXM4-80GB", gpu_count=1)
+    saved.write_text(json.dumps(data))
+    result = suite.run("--perf-stages=fp32", "--benchmark-compare")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*from other hardware (accelerator: 'cuda' -> 'cpu'; gpu: 'NVIDIA A100-SXM4-80GB' -> None*not compared*"])

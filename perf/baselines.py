@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+#: Run settings that must match for two runs' timings to be compared (besides the hardware).
+COMPARED_SETTINGS = ("pipeline", "steps", "size", "batch")
+
 #: Fields of machine_info that decide whether timings are comparable.
 HARDWARE_FIELDS = ("accelerator", "gpu", "gpu_count", "gpu_memory_gib", "cpu", "cpu_count", "machine")
 
@@ -179,7 +182,11 @@ def find(storage: Path, key: str, selector: str | bool) -> tuple[Baseline | None
 
 
 def history(storage: Path, key: str, settings: dict) -> dict[str, list[float]]:
-    """Each stage's median in every valid stored run for this hardware with these settings."""
+    """Each stage's median in every valid stored run for this hardware with these settings.
+
+    ``settings`` is a run's ``diffusers_perf.settings``; only :data:`COMPARED_SETTINGS` matter.
+    """
+    settings = {k: v for k, v in settings.items() if k in COMPARED_SETTINGS}
     medians: dict[str, list[float]] = {}
     for path in candidates(storage / key):
         try:

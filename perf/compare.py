@@ -34,9 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = results_of(run)
     selected = [name for name in stages.names() if name in results]
-    settings = {k: v for k, v in run.settings().items() if k in gate.COMPARED_SETTINGS}
-    history = baselines.history(args.baseline.parent.parent, args.baseline.parent.name, settings)
-    verdicts, missing = gate.evaluate(results, selected, base, {s.name: s.min_effect for s in stages.STAGES}, history)
+    history = baselines.history(args.baseline.parent.parent, args.baseline.parent.name, run.settings())
+    verdicts, missing = gate.evaluate(results, selected, base, history)
     report.terminal(verdicts, results, missing, [f"compared with {args.baseline}"], print)
     return 1 if any(v.failing for v in verdicts) else 0
 

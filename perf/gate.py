@@ -26,6 +26,8 @@ import math
 import random
 import statistics
 
+from . import stages
+from .baselines import COMPARED_SETTINGS
 from .timing import robust_cv
 
 ALPHA = 0.01
@@ -168,9 +170,6 @@ def bootstrap_ratio_ci(baseline: list[float], current: list[float], level: float
 
 # -- verdicts for a whole run ----------------------------------------------------------------------
 
-COMPARED_SETTINGS = ("pipeline", "steps", "size", "batch")
-
-
 @dataclasses.dataclass
 class Verdict:
     stage: str
@@ -185,7 +184,7 @@ class Verdict:
         return self.status == "REGRESSION"
 
 
-def evaluate(results: dict, selected: list[str], baseline, stage_min_effect: dict[str, float],
+def evaluate(results: dict, selected: list[str], baseline,
              history: dict[str, list[float]] | None = None) -> tuple[list[Verdict], list[str]]:
     """One verdict per selected stage, plus the names of baseline stages this run did not measure.
 
@@ -220,7 +219,7 @@ def evaluate(results: dict, selected: list[str], baseline, stage_min_effect: dic
                                     baseline_median=base_median))
             continue
         latency = compare_latency(list(bench["stats"].get("data") or []), result.rounds,
-                                  stage_min_effect.get(name, 0.10), baseline_median=base_median,
+                                  stages.BY_NAME[name].min_effect, baseline_median=base_median,
                                   history=history.get(name))
         base_mem, mem = saved_extra.get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
         memory_ratio = mem / base_mem if base_mem and mem is not None else None

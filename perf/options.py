@@ -66,6 +66,11 @@ class Settings:
     def label(self) -> str:
         return self.pipeline if self.model is None else f"model:{self.model.name}"
 
+    def describe(self) -> dict:
+        """The run settings as saved in the JSON (``diffusers_perf.settings``)."""
+        return {"pipeline": self.label, "steps": self.steps, "size": self.size, "batch": self.batch,
+                "stages": self.stages}
+
 
 def settings_from(config: pytest.Config) -> Settings:
     """Validate the options; raises :class:`pytest.UsageError` with one line on bad input."""

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from . import baselines, gate, options, report, stages
+from . import baselines, gate, options, report
 from .runner import Runner
 
 PERF_DIR = Path(__file__).resolve().parent
@@ -109,8 +109,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--perf-inject-slowdown sizes the injected work from a baseline, and none was found "
                                 f"for this hardware; record one first with `{RECORD_COMMAND}`")
     if baseline is not None:
-        changed = {k: (v, baselines.software_info().get(k)) for k, v in baseline.software.items()
-                   if baselines.software_info().get(k) != v}
+        software = baselines.software_info()
+        changed = {k: (v, software.get(k)) for k, v in baseline.software.items() if software.get(k) != v}
         if changed:
             context.append("software changed since the baseline: " +
                            ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
@@ -170,13 +170,11 @@ def pytest_sessionfinish_gate_and_report(session: pytest.Session, exitstatus) ->
     perf: PerfSession = session.config._perf
     if not perf.runner.results:
         return
-    s = perf.settings
-    history = baselines.history(perf.storage, perf.key, {"pipeline": s.label, "steps": s.steps, "size": s.size,
-                                                          "batch": s.batch}) \
+    history = baselines.history(perf.storage, perf.key, perf.settings.describe()) \
         if perf.runner.baseline is not None and perf.storage is not None else {}
     perf.verdicts, perf.missing = gate.evaluate(
-        perf.runner.results, s.stages, perf.runner.baseline,
-        {stage.name: stage.min_effect for stage in stages.STAGES}, history,
+        perf.runner.results, perf.settings.stages, perf.runner.baseline,
+        history,
     )
     for path in perf.saved:
         perf.context.append(f"baseline recorded: {path}")
@@ -218,10 +216,8 @@ def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict:
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
     perf: PerfSession = config._perf
-    s = perf.settings
     output_json["diffusers_perf"] = {
         "hardware_key": perf.key,
         "software": baselines.software_info(),
-        "settings": {"pipeline": s.label, "steps": s.steps, "size": s.size, "batch": s.batch,
-                     "stages": s.stages},
+        "settings": perf.settings.describe(),
     }

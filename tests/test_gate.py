@@ -76,7 +76,7 @@ def test_evaluate_names_new_missing_and_mismatched_stages():
                          "bf16": bench(rounds(1, 0.02, 8, 3), steps=50)})
     results = {"fp32": result("fp32", rounds(1.5, 0.02, 8, 4)), "compile": result("compile", rounds(1, 0.02, 8, 5)),
                "bf16": result("bf16", rounds(1, 0.02, 8, 6))}
-    verdicts, missing = gate.evaluate(results, ["fp32", "bf16", "compile"], base, {})
+    verdicts, missing = gate.evaluate(results, ["fp32", "bf16", "compile"], base)
     by_stage = {v.stage: v for v in verdicts}
     assert by_stage["fp32"].status == "REGRESSION" and "latency +" in by_stage["fp32"].detail
     assert by_stage["compile"].status == "new"
@@ -88,5 +88,5 @@ def test_evaluate_memory_regression():
     gib = 2**30
     data = rounds(1, 0.02, 8, 1)
     base = FakeBaseline({"fp32": bench(data, peak_memory_bytes=2 * gib)})
-    verdicts, _ = gate.evaluate({"fp32": result("fp32", data, peak_memory_bytes=3 * gib)}, ["fp32"], base, {})
+    verdicts, _ = gate.evaluate({"fp32": result("fp32", data, peak_memory_bytes=3 * gib)}, ["fp32"], base)
     assert verdicts[0].status == "REGRESSION" and "peak memory" in verdicts[0].detail

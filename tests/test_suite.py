@@ -128,9 +128,12 @@ def test_broken_baseline_is_reported_and_new_stage_named(suite):
     assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
     [good] = suite.saved()
     (good.parent / "0002_broken.json").write_text(good.read_text()[:100])
-    result = suite.run("--perf-stages=fp32,bf16", "--benchmark-compare")
+    # Only bf16 runs: this test is about the files and the names, so no stage is timed against
+    # the baseline (an unchanged fp32 can drift past its threshold on a loaded 2-core machine).
+    result = suite.run("--perf-stages=bf16", "--benchmark-compare")
     assert result.ret == 0
-    result.stdout.fnmatch_lines(["*bf16*new*", "*0002_broken.json: is truncated*"])
+    result.stdout.fnmatch_lines(["*bf16*new*", "*in the baseline but not run: fp32*",
+                                 "*compared with*0001_base.json*", "*0002_broken.json: is truncated*"])
 
 
 def test_never_saves_with_injected_faults(suite):

@@ -90,3 +90,13 @@ def test_evaluate_memory_regression():
     base = FakeBaseline({"fp32": bench(data, peak_memory_bytes=2 * gib)})
     verdicts, _ = gate.evaluate({"fp32": result("fp32", data, peak_memory_bytes=3 * gib)}, ["fp32"], base)
     assert verdicts[0].status == "REGRESSION" and "peak memory" in verdicts[0].detail
+
+
+def test_cpu_threshold_has_the_device_floor():
+    data = [1.0 + i * 1e-3 for i in range(8)]
+    slower = [x * 1.12 for x in data]  # significant, above the eager 10 % but within CPU drift
+    base = FakeBaseline({"fp32": bench(data)})
+    on_cpu, _ = gate.evaluate({"fp32": result("fp32", slower, device="cpu")}, ["fp32"], base)
+    on_gpu, _ = gate.evaluate({"fp32": result("fp32", slower, device="cuda")}, ["fp32"], base)
+    assert on_cpu[0].status == "ok" and on_cpu[0].latency.threshold == pytest.approx(0.15)
+    assert on_gpu[0].status == "REGRESSION"

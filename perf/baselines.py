@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -181,13 +182,21 @@ def find(storage: Path, key: str, selector: str | bool) -> tuple[Baseline | None
     return None, problems
 
 
-def history(storage: Path, key: str, settings: dict) -> dict[str, list[float]]:
-    """Each stage's median in every valid stored run for this hardware with these settings.
+def gpu_samples(bench: dict) -> list[float]:
+    """A benchmark entry's GPU busy seconds per profiled round (empty on CPU and in older files)."""
+    samples = (bench.get("extra_info") or {}).get("gpu_seconds")
+    return [float(x) for x in samples] if isinstance(samples, list) else []
 
-    ``settings`` is a run's ``diffusers_perf.settings``; only :data:`COMPARED_SETTINGS` matter.
+
+def history(storage: Path, key: str, settings: dict) -> dict[str, dict[str, list[float]]]:
+    """Each stage's medians in every valid stored run for this hardware with these settings.
+
+    Returns ``{"latency": {stage: [wall medians]}, "gpu_time": {stage: [GPU busy medians]}}``,
+    oldest run first. ``settings`` is a run's ``diffusers_perf.settings``; only
+    :data:`COMPARED_SETTINGS` matter.
     """
     settings = {k: v for k, v in settings.items() if k in COMPARED_SETTINGS}
-    medians: dict[str, list[float]] = {}
+    medians: dict[str, dict[str, list[float]]] = {"latency": {}, "gpu_time": {}}
     for path in candidates(storage / key):
         try:
             baseline = read(path)
@@ -196,7 +205,10 @@ def history(storage: Path, key: str, settings: dict) -> dict[str, list[float]]:
         for stage, bench in baseline.stages().items():
             extra = bench.get("extra_info") or {}
             if all(extra.get(k) == v for k, v in settings.items() if k in extra):
-                medians.setdefault(stage, []).append(bench["stats"]["median"])
+                medians["latency"].setdefault(stage, []).append(bench["stats"]["median"])
+                gpu = gpu_samples(bench)
+                if gpu:
+                    medians["gpu_time"].setdefault(stage, []).append(statistics.median(gpu))
     return medians
 
 

@@ -36,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="most timed rounds per stage (default: 20)")
     group.addoption("--perf-max-time", metavar="SECONDS", type=float, default=15.0,
                     help="time budget of one stage's timed rounds; rounds stop growing past it (default: 15)")
+    group.addoption("--perf-gpu-rounds", metavar="N", type=int, default=5,
+                    help="profiled rounds per stage that measure GPU busy time, which the gate compares "
+                         "beside wall time (CUDA only; default: 5, the fewest a rank test can use; 0: off)")
     group.addoption("--perf-report", metavar="PATH", default="perf-report.md",
                     help="Markdown report written at the end of the run (default: perf-report.md); "
                          "also appended to $GITHUB_STEP_SUMMARY when set")
@@ -45,7 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="(proves the guard) put a NaN into the VAE's output: every stage must fail")
     group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
                     help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
-                         "baseline's seconds per step; needs --benchmark-compare")
+                         "baseline's GPU busy time per step (its wall time per step where it has none); "
+                         "needs --benchmark-compare")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +115,8 @@ def settings_from(config: pytest.Config) -> Settings:
             raise pytest.UsageError(f"{option}: must be a positive integer, got {value}")
     if get("perf_warmup") is not None and get("perf_warmup") < 0:
         raise pytest.UsageError(f"--perf-warmup: must be 0 or more, got {get('perf_warmup')}")
+    if get("perf_gpu_rounds") < 0:
+        raise pytest.UsageError(f"--perf-gpu-rounds: must be 0 or more, got {get('perf_gpu_rounds')}")
     if get("perf_max_time") <= 0:
         raise pytest.UsageError(f"--perf-max-time: must be positive seconds, got {get('perf_max_time')}")
     multiple = max(8, scale)
@@ -141,6 +147,7 @@ def settings_from(config: pytest.Config) -> Settings:
             min_rounds=get("perf_min_rounds"),
             max_rounds=get("perf_max_rounds"),
             max_time=get("perf_max_time"),
+            gpu_rounds=get("perf_gpu_rounds"),
         ),
         report=Path(get("perf_report")),
         count_flops=not get("perf_no_flops"),

@@ -1,7 +1,8 @@
 """The end-of-run report: the guide's table, extended, in the terminal and as Markdown.
 
-Columns: stage, median latency, speed-up over ``fp32``, seconds per step, peak GPU memory,
-share of the device's measured matmul peak, the baseline's median, the change and the
+Columns: stage, median latency, speed-up over ``fp32``, seconds per step, GPU busy time and
+its share of the latency (low: the stage is host-bound), peak GPU memory, share of the device's
+measured matmul peak, the baseline's median, the changes in latency and GPU time, and the
 verdict. The Markdown goes to ``--perf-report`` and, in GitHub Actions, to the job summary.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-HEADERS = ("stage", "median s", "speed-up", "s/step", "peak GiB", "% of peak", "rounds",
-           "baseline s", "change", "verdict")
+HEADERS = ("stage", "median s", "speed-up", "s/step", "GPU s", "GPU busy", "peak GiB", "% of peak", "rounds",
+           "baseline s", "change", "GPU change", "verdict")
 
 
 def rows(verdicts, results) -> list[tuple[str, ...]]:
@@ -22,19 +23,21 @@ def rows(verdicts, results) -> list[tuple[str, ...]]:
         result = results.get(verdict.stage)
         median = result.median if result is not None and result.outcome == "passed" else None
         extra = result.extra if result is not None else {}
-        change = ""
-        if verdict.latency is not None:
-            change = f"{(verdict.latency.ratio - 1) * 100:+.1f}%"
+        change = "" if verdict.latency is None else f"{(verdict.latency.ratio - 1) * 100:+.1f}%"
+        gpu_change = "" if verdict.gpu is None else f"{(verdict.gpu.ratio - 1) * 100:+.1f}%"
         table.append((
             verdict.stage,
             _num(median, "{:.3f}"),
             _num(reference / median if reference and median else None, "{:.2f}x"),
             _num(extra.get("seconds_per_step"), "{:.4f}"),
+            _num(extra.get("gpu_median"), "{:.3f}"),
+            _num(extra.get("gpu_busy") and 100 * extra["gpu_busy"], "{:.0f}%"),
             _num(extra.get("peak_memory_gib"), "{:.2f}"),
             _num(extra.get("fraction_of_peak") and 100 * extra["fraction_of_peak"], "{:.1f}%"),
             str(extra.get("rounds", "")),
             _num(verdict.baseline_median, "{:.3f}"),
             change,
+            gpu_change,
             verdict.status,
         ))
     return table

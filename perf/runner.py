@@ -82,11 +82,17 @@ class Runner:
                                    before_capture=before_capture)
 
     def injected_seconds_per_call(self, name: str) -> float:
-        """``--perf-inject-slowdown`` as seconds of spin per UNet call, from the baseline's seconds per step."""
+        """``--perf-inject-slowdown`` as seconds of spin per UNet call.
+
+        Sized from the baseline's GPU busy time per step, so 0.05 adds 5 % more GPU work to the
+        stage; baselines without GPU time (CPU, older files) fall back to wall time per step.
+        """
         bench = self.baseline.stages().get(name) if self.baseline else None
         if bench is None:
             return 0.0
-        per_step = (bench.get("extra_info") or {}).get("seconds_per_step") or bench["stats"]["median"] / self.settings.steps
+        extra = bench.get("extra_info") or {}
+        per_step = (extra.get("gpu_seconds_per_step") or extra.get("seconds_per_step")
+                    or bench["stats"]["median"] / self.settings.steps)
         return self.settings.inject_slowdown * per_step
 
     # -- measuring ----------------------------------------------------------------------------
@@ -142,6 +148,10 @@ class Runner:
             "image_max": round(min(st.max for st in image_stats), 4),
             "image_std": round(min(st.std for st in image_stats), 4),
         }
+        if measured.gpu_seconds:
+            gpu_median = statistics.median(measured.gpu_seconds)
+            extra.update(gpu_seconds=measured.gpu_seconds, gpu_median=gpu_median,
+                         gpu_seconds_per_step=gpu_median / s.steps, gpu_busy=gpu_median / median)
         if self._flops:
             peak = flops.peak_flops(self.device.type, self.device.index or 0,
                                     optimizations.DTYPES[recipe.dtype], recipe.tf32)

@@ -11,7 +11,9 @@ Every stage is timed through :func:`measure`, so the rules below hold for all of
   cannot reach significance with fewer rounds a side. The gate's threshold is twice the
   measured noise (:mod:`perf.gate`), and for that six rounds already put the median's standard
   error well inside it; extra rounds buy power for the rank test where they are cheap
-  (CUDA-graph stages get 20 in the same budget that gives an fp32 stage 6).
+  (CUDA-graph stages get 20 in the same budget that gives an fp32 stage 6);
+* on CUDA, ``gpu_rounds`` more calls run under the profiler after the timed rounds, for the
+  GPU busy time that the gate compares beside the wall time (:mod:`perf.gpu_time`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Callable
 
 import torch
 
+from . import gpu_time
+
 MIN_ROUNDS_FOR_RANK_TEST = 6
 
 
@@ -33,6 +37,7 @@ class Budget:
     min_rounds: int
     max_rounds: int
     max_time: float  # seconds of timed rounds per stage
+    gpu_rounds: int = 5  # profiled rounds for GPU busy time (CUDA only); 5 a side lets p reach 1/252
 
 
 def synchronize(device: torch.device) -> None:
@@ -77,11 +82,13 @@ class Measurement:
     rounds: int
     peak_memory_bytes: int | None
     result: object
+    gpu_seconds: list[float] = dataclasses.field(default_factory=list)
 
 
 def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
             compiled: bool) -> Measurement:
-    """Warm up, plan the rounds, then time ``generate`` through ``benchmark.pedantic``."""
+    """Warm up, plan the rounds, time ``generate`` through ``benchmark.pedantic``, then profile
+    ``budget.gpu_rounds`` more calls for GPU busy time (after, so the profiler never touches a timed round)."""
     call = synchronized(generate, device)
     warmups = []
     for _ in range(warmup_rounds(budget, compiled)):
@@ -94,7 +101,8 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
         torch.cuda.reset_peak_memory_stats(device)
     result = benchmark.pedantic(call, rounds=rounds, warmup_rounds=0, iterations=1)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result)
+    return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,
+                       gpu_seconds=gpu_time.measure(call, device, budget.gpu_rounds))
 
 
 def _one_round(call: Callable) -> float:

@@ -63,3 +63,17 @@ def test_find_falls_back_to_the_newest_valid_file(tmp_path):
     assert len(problems) == 1 and "0002_b.json" in problems[0] and "truncated" in problems[0]
     assert baselines.find(tmp_path, "key", "0001")[0].path.name == "0001_a.json"
     assert baselines.find(tmp_path, "other", True) == (None, [])
+
+
+def test_history_keeps_wall_and_gpu_medians_apart(tmp_path):
+    folder = tmp_path / "key"
+    folder.mkdir()
+    extra = {"pipeline": "sd15", "steps": 50, "size": 512, "batch": 1}
+    for number, (wall, gpu) in enumerate([(0.5, None), (0.45, [0.34, 0.343, 0.35])], start=1):
+        info = dict(extra, **({"gpu_seconds": gpu} if gpu else {}))
+        data = {"machine_info": {}, "commit_info": {}, "benchmarks": [
+            {"fullname": "perf/test_ladder.py::test_generate[cudagraphs]", "name": "test_generate[cudagraphs]", "params": {"stage": "cudagraphs"},
+             "stats": {"median": wall, "data": [wall] * 6}, "extra_info": info}]}
+        (folder / f"{number:04d}_run.json").write_text(json.dumps(data))
+    history = baselines.history(tmp_path, "key", {"pipeline": "sd15", "steps": 50, "size": 512, "batch": 1})
+    assert history == {"latency": {"cudagraphs": [0.5, 0.45]}, "gpu_time": {"cudagraphs": [0.343]}}

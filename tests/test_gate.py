@@ -100,3 +100,45 @@ def test_cpu_threshold_has_the_device_floor():
     on_gpu, _ = gate.evaluate({"fp32": result("fp32", slower, device="cuda")}, ["fp32"], base)
     assert on_cpu[0].status == "ok" and on_cpu[0].latency.threshold == pytest.approx(0.15)
     assert on_gpu[0].status == "REGRESSION"
+
+
+def test_gpu_time_catches_five_percent_that_wall_time_cannot():
+    """The H100 case: wall time drifts with the host, GPU busy time does not."""
+    wall = rounds(0.48, 0.10, 8, 7)
+    gpu = [0.343 * (1 + k * 1e-4) for k in range(5)]
+    base = FakeBaseline({"cudagraphs": bench(wall, gpu_seconds=gpu)})
+    history = {"latency": {"cudagraphs": [0.544, 0.444, 0.483]}, "gpu_time": {"cudagraphs": [0.343]}}
+    slower = {"cudagraphs": result("cudagraphs", [x * 1.035 for x in wall], device="cuda",
+                                   gpu_seconds=[x * 1.05 for x in gpu])}
+    same = {"cudagraphs": result("cudagraphs", rounds(0.55, 0.10, 8, 8), device="cuda",
+                                 gpu_seconds=[x * 1.004 for x in gpu])}
+    failed, _ = gate.evaluate(slower, ["cudagraphs"], base, history)
+    passed, _ = gate.evaluate(same, ["cudagraphs"], base, history)
+    assert failed[0].status == "REGRESSION" and failed[0].detail.startswith("GPU time +5.0% > threshold 3.0%")
+    assert not failed[0].latency.regressed  # the wall time alone would have let it through
+    assert passed[0].status == "ok" and "GPU time +0.4% within 3.0%" in passed[0].detail
+
+
+def test_gpu_time_threshold_grows_with_its_run_to_run_spread():
+    gpu = [1.0 + k * 1e-4 for k in range(5)]
+    base = FakeBaseline({"fp32": bench([1.0] * 6, gpu_seconds=gpu)})
+    current = {"fp32": result("fp32", [1.0] * 6, device="cuda", gpu_seconds=[x * 1.05 for x in gpu])}
+    drifting = {"latency": {}, "gpu_time": {"fp32": [1.0, 1.06, 0.95]}}
+    verdicts, _ = gate.evaluate(current, ["fp32"], base, drifting)
+    assert verdicts[0].status == "ok" and verdicts[0].gpu.threshold > 0.05
+
+
+def test_no_gpu_time_comparison_when_either_side_lacks_it():
+    base = FakeBaseline({"fp32": bench([1.0 + i * 1e-3 for i in range(6)])})  # an older baseline
+    current = {"fp32": result("fp32", [1.0 + i * 1e-3 for i in range(6)], device="cuda", gpu_seconds=[0.9] * 5)}
+    verdicts, _ = gate.evaluate(current, ["fp32"], base)
+    assert verdicts[0].gpu is None and verdicts[0].status == "ok"
+
+
+@pytest.mark.parametrize("busy, floor", [(0.94, 0.10), (0.71, 0.29), (0.27, 0.73), (None, 0.10)])
+def test_wall_floor_grows_with_the_host_share(busy, floor):
+    assert gate.wall_min_effect("sdpa", "cuda", busy) == pytest.approx(floor)
+
+
+def test_wall_floor_ignores_gpu_busy_off_cuda():
+    assert gate.wall_min_effect("fp32", "cpu", 0.2) == pytest.approx(0.15)

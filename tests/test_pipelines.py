@@ -1,8 +1,11 @@
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from perf import guards, inject, optimizations, pipelines, stages
+from perf import guards, inject, optimizations, options, pipelines, runner, stages, timing
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +80,27 @@ def test_from_pretrained_round_trip(tmp_path):
     assert pipe.safety_checker is None if hasattr(pipe, "safety_checker") else True
     guards.check_images(generate(pipe), "fp32")
     assert pipelines.model_sample_size(folder) == 64
+
+
+class _Baseline:
+    def __init__(self, extra, median=1.0):
+        self._stages = {"cudagraphs": {"stats": {"median": median}, "extra_info": extra}}
+
+    def stages(self):
+        return self._stages
+
+
+@pytest.mark.parametrize("extra, seconds", [
+    ({"seconds_per_step": 0.0097, "gpu_seconds_per_step": 0.00686}, 0.05 * 0.00686),  # 5 % more GPU work
+    ({"seconds_per_step": 0.0097}, 0.05 * 0.0097),  # an older baseline: wall time per step
+])
+def test_injection_is_sized_from_the_baselines_gpu_time(extra, seconds):
+    settings = dataclasses.replace(_settings(), inject_slowdown=0.05)
+    assert runner.Runner(settings, _Baseline(extra)).injected_seconds_per_call("cudagraphs") == pytest.approx(seconds)
+    assert runner.Runner(settings, None).injected_seconds_per_call("cudagraphs") == 0.0
+
+
+def _settings():
+    return options.Settings(pipeline="sd15", model=None, stages=["cudagraphs"], steps=50, size=512, batch=1,
+                            budget=timing.Budget(None, 6, 20, 15.0), report=Path("r.md"), count_flops=False,
+                            inject_nan=False, inject_slowdown=0.0)

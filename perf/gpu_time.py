@@ -1,0 +1,72 @@
+"""GPU busy time of one generation: the share of latency that the host cannot move.
+
+Wall time on a shared GPU host drifts between runs far more than within one: on the H100 the
+eager stages moved 26-56 % (max/min over five unchanged runs) and even the CUDA-graph stage
+25 %, while ``fp32``, whose GPU is never idle, stayed within 2 %. What drifts is the host (CPU
+speed, other tenants), which decides how long the GPU waits for the next kernel. The time the
+GPU spends executing kernels does not wait on the host, so a regression in GPU work (a slower
+kernel from a new torch, an extra op in the UNet) shows there at a few percent even when the
+wall time of the same stage is too noisy to tell.
+
+Busy time is read from the profiler's device trace (CUPTI, through ``torch.profiler``): the
+union of every kernel, copy and memset interval on the device, so kernels that overlap on
+several streams count once and idle gaps count not at all. CUPTI traces kernels replayed from
+CUDA graphs too, so the ``cudagraphs`` stage is measured like the others. Profiled rounds are
+run after the timed rounds and never mixed with them: the profiler slows the host side.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+
+
+def busy_seconds(intervals: Iterable[tuple[int, int]]) -> float:
+    """Length of the union of ``(start_ns, end_ns)`` intervals, in seconds."""
+    total = 0
+    current_start = current_end = None
+    for start, end in sorted(intervals):
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        elif end > current_end:
+            current_end = end
+    if current_end is not None:
+        total += current_end - current_start
+    return total / 1e9
+
+
+def device_intervals(prof) -> list[tuple[int, int]]:
+    """``(start_ns, end_ns)`` of every activity that ran on the GPU in a finished profile."""
+    cuda = torch.autograd.DeviceType.CUDA
+    return [(event.start_ns(), event.end_ns()) for event in prof.profiler.kineto_results.events()
+            if event.device_type() == cuda and event.end_ns() > event.start_ns()]
+
+
+def profiled_round(call: Callable[[], object]) -> float | None:
+    """Run ``call`` (which must synchronize) under the profiler; its GPU busy seconds.
+
+    None when the trace holds no device activity (no CUPTI, or no GPU work at all): the gate
+    then has no GPU time to compare rather than a wrong one.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+    intervals = device_intervals(prof)
+    return busy_seconds(intervals) if intervals else None
+
+
+def measure(call: Callable[[], object], device: torch.device, rounds: int) -> list[float]:
+    """GPU busy seconds of ``rounds`` profiled calls; empty off CUDA or when nothing was traced."""
+    if device.type != "cuda" or rounds <= 0:
+        return []
+    samples = []
+    for _ in range(rounds):
+        seconds = profiled_round(call)
+        if seconds is None:
+            return []
+        samples.append(seconds)
+    return samples

@@ -1,0 +1,40 @@
+"""GPU busy time: the interval arithmetic, and what happens where there is no GPU."""
+
+import pytest
+import torch
+
+from perf import gpu_time
+
+
+@pytest.mark.parametrize("intervals, seconds", [
+    ([], 0.0),
+    ([(0, 10)], 10e-9),
+    ([(0, 10), (20, 30)], 20e-9),  # an idle gap counts not at all
+    ([(0, 10), (5, 15)], 15e-9),  # overlapping streams count once
+    ([(0, 30), (5, 10), (12, 20)], 30e-9),  # nested
+    ([(20, 30), (0, 10), (10, 20)], 30e-9),  # unsorted, touching
+])
+def test_busy_seconds_is_the_union(intervals, seconds):
+    assert gpu_time.busy_seconds(intervals) == pytest.approx(seconds)
+
+
+def test_no_gpu_time_off_cuda():
+    calls = []
+    assert gpu_time.measure(lambda: calls.append(1), torch.device("cpu"), 5) == []
+    assert calls == []  # nothing is run for it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU busy time needs CUDA")
+def test_busy_time_of_a_known_kernel():
+    from perf import inject
+
+    x = torch.ones(8, device="cuda")
+    torch.ops.diffusers_perf.spin(x, 0.01)
+    torch.cuda.synchronize()
+
+    def call():
+        torch.ops.diffusers_perf.spin(x, 0.02)
+        torch.cuda.synchronize()
+
+    samples = gpu_time.measure(call, torch.device("cuda"), 3)
+    assert len(samples) == 3 and all(0.018 < s < 0.03 for s in samples), (samples, inject)

@@ -58,10 +58,13 @@ GPU_TIME_MIN_EFFECT = 0.03
 #: A stage whose GPU is busy a fraction ``b`` of its wall time gets a wall-time floor of
 #: ``HOST_DRIFT x (1 - b)``: host-bound stages, whose wall time follows the host, only fail on
 #: wall time for changes larger than the host's own drift; their GPU work is gated on GPU time.
-#: H100, five unchanged runs before GPU time existed: wall range (max/min) over host share
-#: (1 - busy, busy measured later) was fp32 2 % / 0.06, sdpa 51 % / 0.73, cudagraphs 25 % / 0.29,
-#: so the host's part moved by up to 0.86 of itself; 1.0 is that, rounded up.
-HOST_DRIFT = {"cuda": 1.0}
+#: On the shared H100 host the host part (wall - GPU busy) of unchanged stages was seen at up
+#: to 2.5x its baseline (channels_last 0.91 -> 2.27 s; compile 0.51 -> 1.13 s) while GPU time
+#: moved under 1 %: ``reports/h100/*3*.log``. With 1.0 here a rerun false-alarmed on compile
+#: (``rerun3-hostdrift1.0.log``); 2.0 lets the host part triple, above the worst seen. So on such
+#: a host wall time only catches gross host-side regressions in host-bound stages, and GPU time
+#: does the fine work; on a dedicated runner lower it with ``--perf-host-drift``.
+HOST_DRIFT = {"cuda": 2.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,11 +216,13 @@ class Verdict:
         return self.status == "REGRESSION"
 
 
-def wall_min_effect(name: str, device: str, baseline_gpu_busy: float | None) -> float:
+def wall_min_effect(name: str, device: str, baseline_gpu_busy: float | None,
+                    host_drift: float | None = None) -> float:
     """The floor of a stage's wall-time threshold: declared, per device, and for host-bound stages."""
     floor = max(stages.BY_NAME[name].min_effect, DEVICE_MIN_EFFECT.get(device, 0.0))
     if baseline_gpu_busy is not None:
-        floor = max(floor, HOST_DRIFT.get(device, 0.0) * max(0.0, 1.0 - baseline_gpu_busy))
+        drift = HOST_DRIFT.get(device, 0.0) if host_drift is None else host_drift
+        floor = max(floor, drift * max(0.0, 1.0 - baseline_gpu_busy))
     return floor
 
 
@@ -229,13 +234,14 @@ def _regression_detail(what: str, comparison: LatencyComparison) -> str:
 
 
 def evaluate(results: dict, selected: list[str], baseline,
-             history: dict[str, dict[str, list[float]]] | None = None) -> tuple[list[Verdict], list[str]]:
+             history: dict[str, dict[str, list[float]]] | None = None,
+             host_drift: float | None = None) -> tuple[list[Verdict], list[str]]:
     """One verdict per selected stage, plus the names of baseline stages this run did not measure.
 
     ``results`` maps stage names to :class:`perf.runner.StageResult`; ``baseline`` is a
     :class:`perf.baselines.Baseline` or None; ``history`` is :func:`perf.baselines.history`:
     per metric, each stage's medians over every stored run of the same settings on this
-    hardware (the run-to-run noise).
+    hardware (the run-to-run noise). ``host_drift`` overrides :data:`HOST_DRIFT` for GPU stages.
     """
     history = history or {}
     saved = baseline.stages() if baseline else {}
@@ -267,7 +273,7 @@ def evaluate(results: dict, selected: list[str], baseline,
         base_gpu, gpu_now = gpu_samples(bench), list(result.extra.get("gpu_seconds") or [])
         base_busy = statistics.median(base_gpu) / base_median if base_gpu and base_median else None
         latency = compare_latency(list(bench["stats"].get("data") or []), result.rounds,
-                                  wall_min_effect(name, device, base_busy), baseline_median=base_median,
+                                  wall_min_effect(name, device, base_busy, host_drift), baseline_median=base_median,
                                   history=history.get("latency", {}).get(name))
         gpu = compare_latency(base_gpu, gpu_now, GPU_TIME_MIN_EFFECT,
                               history=history.get("gpu_time", {}).get(name)) if base_gpu and gpu_now else None

@@ -174,7 +174,7 @@ def pytest_sessionfinish_gate_and_report(session: pytest.Session, exitstatus) ->
         if perf.runner.baseline is not None and perf.storage is not None else {}
     perf.verdicts, perf.missing = gate.evaluate(
         perf.runner.results, perf.settings.stages, perf.runner.baseline,
-        history,
+        history, host_drift=perf.settings.host_drift,
     )
     for path in perf.saved:
         perf.context.append(f"baseline recorded: {path}")

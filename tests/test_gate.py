@@ -135,10 +135,15 @@ def test_no_gpu_time_comparison_when_either_side_lacks_it():
     assert verdicts[0].gpu is None and verdicts[0].status == "ok"
 
 
-@pytest.mark.parametrize("busy, floor", [(0.94, 0.10), (0.71, 0.29), (0.27, 0.73), (None, 0.10)])
+@pytest.mark.parametrize("busy, floor", [(0.94, 0.12), (0.71, 0.58), (0.27, 1.46), (None, 0.10)])
 def test_wall_floor_grows_with_the_host_share(busy, floor):
     assert gate.wall_min_effect("sdpa", "cuda", busy) == pytest.approx(floor)
 
 
 def test_wall_floor_ignores_gpu_busy_off_cuda():
     assert gate.wall_min_effect("fp32", "cpu", 0.2) == pytest.approx(0.15)
+
+
+def test_host_drift_can_be_lowered_for_a_dedicated_runner():
+    assert gate.wall_min_effect("sdpa", "cuda", 0.27, host_drift=0.1) == pytest.approx(0.10)
+    assert gate.wall_min_effect("sdpa", "cuda", 0.27, host_drift=0.4) == pytest.approx(0.292)

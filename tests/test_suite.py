@@ -28,6 +28,7 @@ def one_line_error(result: pytest.RunResult) -> str:
     (["--perf-batch=0"], "--perf-batch: must be a positive integer"),
     (["--perf-inject-slowdown=0.3"], "add --benchmark-compare"),
     (["--perf-gpu-rounds=-1"], "--perf-gpu-rounds: must be 0 or more"),
+    (["--perf-host-drift=-1"], "--perf-host-drift: must be 0 or more"),
 ])
 def test_bad_options_are_one_line_usage_errors(suite, args, expected):
     assert expected in one_line_error(suite.run(*args))

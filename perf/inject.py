@@ -2,7 +2,8 @@
 
 ``--perf-inject-nan`` puts a NaN into the VAE's output: the black/NaN guard must fail the stage.
 ``--perf-inject-slowdown=F`` adds work to every UNet call worth ``F`` times the baseline's
-seconds per denoising step. The work is a custom operator that spins (a GPU spin kernel on
+GPU busy seconds per denoising step (wall seconds where the baseline has no GPU time), so
+0.05 is 5 % more GPU work. The work is a custom operator that spins (a GPU spin kernel on
 CUDA, a busy loop on CPU) so it survives ``torch.jit.trace``, ``torch.compile`` and CUDA graphs:
 a Python ``time.sleep`` would vanish from a captured graph and prove nothing.
 """

@@ -6,9 +6,8 @@ each stage gets a threshold from its own measured noise, and a verdict needs thr
 
 1. **Effect size.** The median slowed by more than the stage's threshold,
    ``max(stage.min_effect, device floor, host floor, 2 x round-to-round CV, 2 x run-to-run CV)``.
-   Round-to-round CV is
-   the robust spread of the baseline's rounds; run-to-run CV is the spread of the stage's
-   medians over every baseline stored for this hardware. Both are measured, and the second
+   Round-to-round CV is the robust spread of the baseline's rounds; run-to-run CV is the
+   spread of the stage's medians over every baseline stored for this hardware. Both are measured, and the second
    matters more: on the shared H100 host the cudagraphs stage moved 0.43-0.54 s between
    unchanged runs while its rounds within a run spread 1 %.
 2. **Significance.** A one-sided Mann-Whitney rank test says the current rounds are slower,

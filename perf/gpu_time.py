@@ -2,8 +2,9 @@
 
 Wall time on a shared GPU host drifts between runs far more than within one: on the H100 the
 eager stages moved 26-56 % (max/min over five unchanged runs) and even the CUDA-graph stage
-25 %, while ``fp32``, whose GPU is busy 94-96 % of the time, stayed within 2 %. What drifts is the host (CPU
-speed, other tenants), which decides how long the GPU waits for the next kernel. The time the
+25 %, while ``fp32``, whose GPU is busy 94-96 % of the time, stayed within 2 %. What drifts
+is the host (CPU speed, other tenants), which decides how long the GPU waits for the next
+kernel. The time the
 GPU spends executing kernels does not wait on the host, so a regression in GPU work (a slower
 kernel from a new torch, an extra op in the UNet) shows there at a few percent even when the
 wall time of the same stage is too noisy to tell.

@@ -1,30 +1,49 @@
-"""Baselines: where they live, what hardware they belong to, how they are read and written.
+"""Baselines: which stored run a stage is compared with, and which runs describe today's noise.
 
-Baselines are pytest-benchmark's own JSON files (``pytest-benchmark compare`` reads them), in
-``baselines/<hardware key>/NNNN_name.json``. The key holds only what makes timings comparable
-(GPU model and count, or CPU model and core count), never the torch or diffusers version:
-a regression after an upgrade is exactly what users want caught. Software versions are kept
-in the file and the report shows what changed.
+Stored runs live in ``baselines/<hardware key>/NNNN_name.json`` (:mod:`perf.storage` reads and
+writes them). The key holds only what makes timings comparable (GPU model and count, or CPU
+model and core count), never the torch or diffusers version: a regression after an upgrade is
+exactly what users want caught. Software versions are kept in the file and the report shows
+what changed.
 
-Writing is atomic and never overwrites; reading never crashes the run: a bad file is reported
-in one line and skipped.
+**The rule for "compared"** (:func:`plan`), the same in the suite and in ``perf.compare``:
+
+* A stage's **baseline** is the newest stored run of this hardware key whose hardware fields
+  all match this machine and which holds the stage measured the same way: the same pipeline,
+  steps, size and batch, the same timer, and the same recipe (dtype, TF32, attention,
+  channels_last, fused QKV, tracing, compile options). It is chosen when the run starts, so it
+  is never the current run itself, even when the run also saves. ``--benchmark-compare=NUM``
+  (or ``KEY/NUM``, or a path) names the run instead.
+* Its **history**, whose spread is the stage's run-to-run noise, is the same stage in the stored
+  runs up to and including the baseline, back to the last change of software (torch,
+  diffusers, transformers, CUDA, driver, Python): a new torch is a step change, not noise.
+  Within that, :func:`perf.stats.run_to_run_cv` reads the noise from consecutive differences,
+  so one undocumented step among many runs does not widen every later threshold either.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import re
 import statistics
-import tempfile
 from pathlib import Path
 
 import torch
 
+from . import storage
+from .storage import StoredRun
+
 #: Run settings that must match for two runs' timings to be compared (besides the hardware).
 COMPARED_SETTINGS = ("pipeline", "steps", "size", "batch")
+
+#: Recipe fields (:class:`perf.stages.Recipe`) that make a stage what it is; saved in ``extra_info.recipe``.
+#: Files written before the recipe was saved hold ``dtype``, ``tf32`` and ``attention`` only; those are compared.
+RECIPE_FIELDS = ("dtype", "tf32", "attention", "channels_last", "fuse_qkv", "trace_unet", "compile")
+
+#: Software whose change starts a new history segment (a step change, not noise).
+SOFTWARE_FIELDS = ("python", "torch", "cuda", "cudnn", "diffusers", "transformers", "gpu_driver")
 
 #: Fields of machine_info that decide whether timings are comparable.
 HARDWARE_FIELDS = ("accelerator", "gpu", "gpu_count", "gpu_memory_gib", "cpu", "cpu_count", "machine")
@@ -99,144 +118,164 @@ def _driver_version() -> str | None:
         return None
 
 
-# -- reading --------------------------------------------------------------------------------------
+
+# -- the rule for "compared" ------------------------------------------------------------------------
 
 
-class BaselineError(ValueError):
-    """A baseline file that cannot be used; the message is one line."""
+def timer_name(timer) -> str:
+    """``time.perf_counter``, ``perf_counter`` and the function itself all name the same timer."""
+    target = getattr(timer, "target", timer)
+    name = getattr(target, "__name__", None) or str(target)
+    return name.rsplit(".", 1)[-1]
+
+
+def identity(settings: dict, recipe: dict, timer) -> dict:
+    """What must match for a stored entry to be this stage's baseline (see the module's rule)."""
+    ident = {key: settings[key] for key in COMPARED_SETTINGS}
+    ident["timer"] = timer_name(timer)
+    ident.update({key: recipe[key] for key in RECIPE_FIELDS})
+    return ident
+
+
+def stored_identity(bench: dict) -> dict:
+    extra = bench.get("extra_info") or {}
+    ident = {key: extra[key] for key in COMPARED_SETTINGS if key in extra}
+    timer = (bench.get("options") or {}).get("timer")
+    if timer is not None:
+        ident["timer"] = timer_name(timer)
+    recipe = extra.get("recipe")
+    if not isinstance(recipe, dict):
+        recipe = {key: extra[key] for key in ("dtype", "tf32", "attention") if key in extra}
+    ident.update({key: recipe[key] for key in RECIPE_FIELDS if key in recipe})
+    return ident
+
+
+def identity_differences(saved: dict, current: dict) -> list[str]:
+    return [f"{key} {saved[key]!r} -> {current[key]!r}" for key in current if key in saved and saved[key] != current[key]]
+
+
+def software_changed(saved: dict, current: dict) -> list[str]:
+    return [f"{key} {saved[key]} -> {current[key]}" for key in SOFTWARE_FIELDS
+            if key in saved and key in current and saved[key] != current[key]]
 
 
 @dataclasses.dataclass
-class Baseline:
-    path: Path
-    data: dict
+class StagePlan:
+    """What one stage is compared with: its baseline entry and the history of its medians, or why not."""
 
-    @property
-    def hardware(self) -> dict:
-        return self.data.get("machine_info", {}).get("diffusers_perf_hardware") or self.data.get("machine_info", {})
+    stage: str
+    baseline: StoredRun | None = None
+    entry: dict | None = None
+    history: list[dict] = dataclasses.field(default_factory=list)  # entries, oldest first, ending with ``entry``
+    reason: str = ""
 
-    @property
-    def software(self) -> dict:
-        return self.data.get("diffusers_perf", {}).get("software", {})
+    def medians(self) -> list[float]:
+        return [bench["stats"]["median"] for bench in self.history]
 
-    def stages(self) -> dict[str, dict]:
-        """Benchmarks by stage name (taken from ``extra_info``, else from the test's parameter)."""
-        found = {}
-        for bench in self.data["benchmarks"]:
-            stage = (bench.get("extra_info") or {}).get("stage") or (bench.get("params") or {}).get("stage")
-            if stage:
-                found[stage] = bench
-        return found
-
-    def settings(self) -> dict:
-        return self.data.get("diffusers_perf", {}).get("settings", {})
+    def gpu_medians(self) -> list[float]:
+        return [statistics.median(gpu) for gpu in map(gpu_samples, self.history) if gpu]
 
 
-def read(path: Path) -> Baseline:
-    """Load and validate one baseline file; raise :class:`BaselineError` with the reason."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BaselineError(f"baseline {path}: cannot be read ({exc.strerror or exc})") from None
-    if not text.strip():
-        raise BaselineError(f"baseline {path}: is empty")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        what = "is truncated" if "Expecting" in str(exc) and exc.pos >= len(text.rstrip()) - 1 else "is not valid JSON"
-        raise BaselineError(f"baseline {path}: {what} ({exc.msg} at line {exc.lineno}); record a new one") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise BaselineError(f"baseline {path}: not a pytest-benchmark file (no 'benchmarks' list)")
-    for bench in data["benchmarks"]:
-        if not isinstance(bench, dict) or "fullname" not in bench or not isinstance(bench.get("stats"), dict) \
-                or "median" not in bench["stats"]:
-            raise BaselineError(f"baseline {path}: a benchmark entry lacks 'fullname' or 'stats.median'")
-    return Baseline(path=path, data=data)
+@dataclasses.dataclass
+class Plan:
+    folder: Path
+    runs: list[StoredRun]
+    stages: dict[str, StagePlan]
+
+    def baselines(self) -> list[StoredRun]:
+        """The stored runs some stage is compared with, oldest first."""
+        used = {id(p.baseline): p.baseline for p in self.stages.values() if p.baseline is not None}
+        return sorted(used.values(), key=lambda run: run.number)
+
+    def not_selected(self, selected: list[str]) -> list[str]:
+        """Stages held by the baselines in use that this run does not select."""
+        names: list[str] = []
+        for run in self.baselines():
+            names += [name for name in run.entries() if name not in selected and name not in names]
+        return names
 
 
-def candidates(folder: Path) -> list[Path]:
-    """Saved runs in a hardware folder, oldest first (pytest-benchmark's ``NNNN_`` numbering)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob("[0-9][0-9][0-9][0-9]_*.json") if p.is_file())
+def plan(runs: list[StoredRun], folder: Path, hardware: dict, identities: dict[str, dict],
+         chosen: StoredRun | None = None) -> Plan:
+    """Apply the rule to every stage in ``identities`` (stage name -> :func:`identity`).
 
-
-def find(storage: Path, key: str, selector: str | bool) -> tuple[Baseline | None, list[str]]:
-    """The baseline ``--benchmark-compare[=NUM|PATH]`` asks for, and one line per problem met.
-
-    With no value: the newest valid file for this hardware; a bad newest file is reported and
-    the one before it is used.
+    ``runs`` are the usable stored runs of the hardware folder, oldest first, read before this
+    run measures anything; ``chosen`` is the run ``--benchmark-compare=...`` named, if any.
     """
-    problems: list[str] = []
-    if isinstance(selector, str) and Path(selector).is_file():
-        paths = [Path(selector)]
+    if chosen is not None:
+        position = next((i for i, run in enumerate(runs) if run.path.resolve() == chosen.path.resolve()), None)
+        pool = runs[:position + 1] if position is not None else [chosen]
+        candidates = [pool[-1]]
     else:
-        paths = candidates(storage / key)
-        if isinstance(selector, str):
-            paths = [p for p in paths if p.name.startswith(selector) or p.stem.split("_", 1)[-1] == selector]
-    for path in reversed(paths):
-        try:
-            return read(path), problems
-        except BaselineError as exc:
-            problems.append(str(exc))
-    return None, problems
+        pool = candidates = runs
+    stage_plans = {}
+    for stage, ident in identities.items():
+        stage_plan = StagePlan(stage)
+        for run in reversed(candidates):
+            differences = hardware_differences(run.hardware, hardware)
+            entry = run.entries().get(stage)
+            mismatch = identity_differences(stored_identity(entry), ident) if entry is not None else []
+            if differences:
+                stage_plan.reason = stage_plan.reason or (
+                    f"{run.path.name} is from other hardware ({'; '.join(differences)})")
+            elif entry is None:
+                if chosen is not None:
+                    stage_plan.reason = f"{run.path.name} does not hold it"
+            elif mismatch:
+                stage_plan.reason = stage_plan.reason or (
+                    f"{run.path.name} measured it another way ({', '.join(mismatch)})")
+            else:
+                stage_plan.baseline, stage_plan.entry = run, entry
+                stage_plan.history = _history(pool, run, stage, ident, hardware)
+                stage_plan.reason = ""
+                break
+        if stage_plan.baseline is None and not stage_plan.reason:
+            stage_plan.reason = (f"no stored run for this hardware in {folder} holds it" if runs
+                                 else f"no baseline for this hardware in {folder}")
+        stage_plans[stage] = stage_plan
+    return Plan(folder=folder, runs=runs, stages=stage_plans)
+
+
+def _history(pool: list[StoredRun], baseline: StoredRun, stage: str, ident: dict, hardware: dict) -> list[dict]:
+    entries = []
+    for run in reversed(pool[:pool.index(baseline) + 1]):
+        if software_changed(run.software, baseline.software):
+            break
+        entry = run.entries().get(stage)
+        if entry is not None and not hardware_differences(run.hardware, hardware) \
+                and not identity_differences(stored_identity(entry), ident):
+            entries.append(entry)
+    return entries[::-1]
 
 
 def gpu_samples(bench: dict) -> list[float]:
-    """A benchmark entry's GPU busy seconds per profiled round (empty on CPU and in older files)."""
+    """A stored entry's GPU busy seconds per profiled round (empty on CPU and in older files)."""
     samples = (bench.get("extra_info") or {}).get("gpu_seconds")
     return [float(x) for x in samples] if isinstance(samples, list) else []
 
 
-def history(storage: Path, key: str, settings: dict) -> dict[str, dict[str, list[float]]]:
-    """Each stage's medians in every valid stored run for this hardware with these settings.
+def select(folder: Path, selector: str, storage_root: Path) -> tuple[StoredRun | None, str | None]:
+    """The stored run ``--benchmark-compare=SELECTOR`` names, or one line saying why there is none.
 
-    Returns ``{"latency": {stage: [wall medians]}, "gpu_time": {stage: [GPU busy medians]}}``,
-    oldest run first. ``settings`` is a run's ``diffusers_perf.settings``; only
-    :data:`COMPARED_SETTINGS` matter.
+    SELECTOR is a path to a file, a number or file-name prefix (``0002``, ``0002_nightly``), a
+    saved name (``nightly``: its newest run), or pytest-benchmark's ``KEY/NUM`` form.
     """
-    settings = {k: v for k, v in settings.items() if k in COMPARED_SETTINGS}
-    medians: dict[str, dict[str, list[float]]] = {"latency": {}, "gpu_time": {}}
-    for path in candidates(storage / key):
+    path = Path(selector)
+    if path.is_file():
         try:
-            baseline = read(path)
-        except BaselineError:
-            continue
-        for stage, bench in baseline.stages().items():
-            extra = bench.get("extra_info") or {}
-            if all(extra.get(k) == v for k, v in settings.items() if k in extra):
-                medians["latency"].setdefault(stage, []).append(bench["stats"]["median"])
-                gpu = gpu_samples(bench)
-                if gpu:
-                    medians["gpu_time"].setdefault(stage, []).append(statistics.median(gpu))
-    return medians
-
-
-# -- writing --------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` or not at all; never replace an existing file.
-
-    The bytes go to a temporary file in the same folder, are flushed to disk, then hard-linked
-    into place (``os.link`` fails if the name exists, unlike ``rename``). An interrupt at any
-    point leaves either nothing or the complete file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".partial")
+            return storage.read(path), None
+        except storage.StoredRunError as exc:
+            return None, str(exc)
+    if len(path.parts) == 2:
+        folder, selector = storage_root / path.parts[0], path.parts[1]
+    elif len(path.parts) > 2:
+        return None, f"{selector!r} is no file, and not of the form NUM or KEY/NUM"
+    files = storage.run_files(folder)
+    matching = [p for p in files if p.name.startswith(selector) or storage.RUN_FILE.match(p.name)["name"] == selector]
+    if not matching:
+        stored = ", ".join(p.name for p in files[-5:]) or "none"
+        return None, f"no stored run in {folder} matches {selector!r} (newest stored: {stored})"
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise FileExistsError(f"{path} already exists; the suite never overwrites a baseline") from None
-        except OSError:  # file systems without hard links: rename, after checking
-            if path.exists():
-                raise FileExistsError(f"{path} already exists; the suite never overwrites a baseline") from None
-            os.rename(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        return storage.read(matching[-1]), None
+    except storage.StoredRunError as exc:
+        return None, str(exc)

@@ -2,8 +2,11 @@
 
 Both files are pytest-benchmark JSON written by the suite (``--benchmark-save`` or
 ``--benchmark-json``). Useful to see what a change to the gate's rules does to past runs,
-and to re-check a nightly artifact by hand. The run-to-run noise comes from every baseline
-stored beside BASELINE (same hardware folder), as in the suite itself.
+and to re-check a nightly artifact by hand. The rule is the suite's own (:mod:`perf.baselines`):
+each stage of RUN is compared with BASELINE's entry if it was measured the same way, and the
+run-to-run noise comes from the runs stored beside BASELINE up to BASELINE itself, so RUN never
+counts as its own history even when it was copied into the same folder. Exit status: 0 when
+every stage was compared and none regressed, 1 otherwise, 2 for a file that cannot be read.
 """
 
 from __future__ import annotations
@@ -12,32 +15,47 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import baselines, gate, report, stages
+from . import baselines, gate, report, stages, storage
 from .runner import StageResult
 
 
-def results_of(run: baselines.Baseline) -> dict[str, StageResult]:
-    return {name: StageResult(stage=name, outcome="passed", rounds=list(bench["stats"].get("data") or []),
+def results_of(run: storage.StoredRun) -> dict[str, StageResult]:
+    return {name: StageResult(stage=name, outcome="passed", rounds=list(bench["stats"]["data"]),
                               extra=bench.get("extra_info") or {})
-            for name, bench in run.stages().items()}
+            for name, bench in run.entries().items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m perf.compare", description=__doc__.splitlines()[0])
     parser.add_argument("baseline", type=Path)
     parser.add_argument("run", type=Path)
+    parser.add_argument("--allow-uncompared", action="store_true",
+                        help="exit 0 even when some stage of RUN could not be compared")
     args = parser.parse_args(argv)
     try:
-        base, run = baselines.read(args.baseline), baselines.read(args.run)
-    except baselines.BaselineError as exc:
+        base, run = storage.read(args.baseline), storage.read(args.run)
+    except storage.StoredRunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = results_of(run)
-    selected = [name for name in stages.names() if name in results]
-    history = baselines.history(args.baseline.parent.parent, args.baseline.parent.name, run.settings())
-    verdicts, missing = gate.evaluate(results, selected, base, history)
-    report.terminal(verdicts, results, missing, [f"compared with {args.baseline}"], print)
-    return 1 if any(v.failing for v in verdicts) else 0
+    order = {name: i for i, name in enumerate(stages.names())}
+    selected = sorted(results, key=lambda name: order.get(name, len(order)))
+    hardware = {field: run.hardware.get(field) for field in baselines.HARDWARE_FIELDS}
+    identities = {name: baselines.stored_identity(bench) for name, bench in run.entries().items()}
+    folder = args.baseline.parent
+    runs, problems = storage.read_folder(folder)
+    plan = baselines.plan(runs, folder, hardware, identities, chosen=base)
+    policy = gate.Policy(compare=True, allow_uncompared=args.allow_uncompared,
+                         gpu_rounds=run.settings.get("gpu_rounds", 5))
+    verdicts = [gate.judge(name, results[name], plan.stages[name], policy) for name in selected]
+    report.terminal(verdicts, results, plan.not_selected(selected),
+                    problems + [f"compared with {args.baseline}"], print)
+    for verdict in verdicts:
+        if verdict.failing:
+            print(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}")
+    line, failed = report.final_line(verdicts, policy, [args.baseline.name], [], "")
+    print(line)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Only one stage's pipeline is alive at a time, so the whole ladder fits on a 24 GB card. A
 stage that raises (out of memory, a broken kernel, the image guard) fails alone with one
-line; its memory is freed before the next stage is built.
+line; its memory is freed before the next stage is built. Each stage is judged as soon as it
+is measured, so a regression fails that stage's own test, and pytest's summary counts it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 class BuiltStage:
-    def __init__(self, name: str, pipe, run: runner.Runner):
-        self.name, self.pipe, self._runner = name, pipe, run
+    def __init__(self, name: str, pipe, run: runner.Runner, judge):
+        self.name, self.pipe, self._runner, self._judge = name, pipe, run, judge
 
     def measure(self, benchmark) -> runner.StageResult:
-        """Time the stage and check its images."""
+        """Time the stage, check its images, and judge it against its baseline."""
         message = None
         try:
             result = self._runner.measure(benchmark, self.name, self.pipe)
@@ -31,24 +32,28 @@ class BuiltStage:
             message = runner.describe(self.name, "while generating", exc)
         if message is not None:
             self.pipe = None
-            self._runner.results[self.name] = runner.StageResult(self.name, "failed", message)
-            pytest.fail(message, pytrace=False)
-        self._runner.results[self.name] = result
+            result = runner.StageResult(self.name, "failed", message)
+        verdict = self._judge(self.name, result)
+        if verdict.failing:
+            pytest.fail(message or f"{verdict.status.upper()} {self.name}: {verdict.detail}", pytrace=False)
         return result
 
 
 @pytest.fixture
 def perf_stage(request: pytest.FixtureRequest):
-    run: runner.Runner = request.config._perf.runner
+    perf = request.config._perf
+    run: runner.Runner = perf.runner
     name: str = request.param
     reason = run.skip_reason(name)
     if reason:
-        run.results[name] = runner.StageResult(name, "skipped", reason)
+        verdict = perf.judge(name, runner.StageResult(name, "skipped", reason))
+        if verdict.failing:
+            pytest.fail(f"NOT COMPARED {name}: {verdict.detail}", pytrace=False)
         pytest.skip(f"{name}: {reason}")
     built = message = None
     with optimizations.tf32(stages.recipe(name).tf32):
         try:
-            built = BuiltStage(name, run.build(name), run)
+            built = BuiltStage(name, run.build(name), run, perf.judge)
         except Exception as exc:
             message = runner.describe(name, "while building", exc)
         if built is not None:
@@ -57,5 +62,5 @@ def perf_stage(request: pytest.FixtureRequest):
     built = None
     run.free()
     if message is not None:
-        run.results[name] = runner.StageResult(name, "failed", message)
+        perf.judge(name, runner.StageResult(name, "failed", message))
         pytest.fail(message, pytrace=False)

@@ -6,40 +6,47 @@ each stage gets a threshold from its own measured noise, and a verdict needs thr
 
 1. **Effect size.** The median slowed by more than the stage's threshold,
    ``max(stage.min_effect, device floor, host floor, 2 x round-to-round CV, 2 x run-to-run CV)``.
-   Round-to-round CV is the robust spread of the baseline's rounds; run-to-run CV is the
-   spread of the stage's medians over every baseline stored for this hardware. Both are measured, and the second
+   Round-to-round CV is the robust spread of the baseline's rounds; run-to-run CV is the noise
+   of the stage's median over its history (:mod:`perf.baselines`: the stored runs up to the
+   baseline since the last software change, read from consecutive differences). The second
    matters more: on the shared H100 host the cudagraphs stage moved 0.43-0.54 s between
    unchanged runs while its rounds within a run spread 1 %.
 2. **Significance.** A one-sided Mann-Whitney rank test says the current rounds are slower,
-   ``p < ALPHA``. Rank tests ignore outliers' size and assume no distribution; with six rounds
-   a side the smallest possible p is 1/924, so six is the floor for the rounds.
+   ``p < ALPHA``. Rank tests ignore outliers' size and assume no distribution. With ``n``
+   rounds against ``m`` the smallest p is ``1/C(n+m, n)``: 5 a side reach 1/252; a comparison
+   that cannot reach ``ALPHA`` is *not compared*, never silently "ok".
 3. **Confidence.** The bootstrap 95 % interval of the median ratio lies wholly above 1.
 
 On CUDA the same rule runs a second time on **GPU busy time** (:mod:`perf.gpu_time`), the
 time the GPU spent executing kernels, with a floor of ``GPU_TIME_MIN_EFFECT``: it repeats to
 a fraction of a percent where wall time drifts tens of percent, so more GPU work (a slower
-kernel, an extra op) fails the stage at a few percent whatever the host did. Wall time keeps
-catching host-side regressions, above a floor that grows with the stage's host share.
+kernel, an extra op) fails the stage at a few percent whatever the host did. Only where GPU
+time is compared does wall time get the wider host floor; a run without GPU time is judged on
+wall time as a stage without GPU time would be.
 
 Peak GPU memory is near-deterministic, so it fails on growth beyond ``MEMORY_THRESHOLD``
-plus a small absolute slack for allocator rounding.
+plus a small absolute slack for allocator rounding. ``--benchmark-compare-fail`` expressions
+are judged here too, so the user sees one verdict per stage.
+
+**Compared** means all of that was possible. In compare mode a stage that was selected but
+could not be judged (no baseline entry, a recipe or timer change, too few rounds, no GPU time
+where the baseline has it, a baseline stage that now skips) fails unless the user typed
+``--perf-allow-uncompared``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import random
 import statistics
 
 from . import stages
-from .baselines import COMPARED_SETTINGS, gpu_samples
-from .timing import robust_cv
+from .baselines import StagePlan, gpu_samples
+from .stats import bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv, smallest_p
 
 ALPHA = 0.01
 MEMORY_THRESHOLD = 0.05
 MEMORY_SLACK_BYTES = 32 * 2**20
-BOOTSTRAP_RESAMPLES = 2000
+NOISE_MULTIPLE = 2.0
 
 #: Floor of every stage's threshold on a device, where its runs drift more than stages declare.
 #: CPU: a 2-core CI machine slows under sustained load; 12 back-to-back unchanged runs of
@@ -70,36 +77,18 @@ HOST_DRIFT = {"cuda": 2.0}
 class LatencyComparison:
     ratio: float  # current median / baseline median
     threshold: float  # relative slowdown that counts
-    p_slower: float | None  # one-sided rank test, current > baseline
-    p_faster: float | None
-    ci: tuple[float, float] | None  # bootstrap 95 % interval of the ratio
+    p_slower: float
+    p_faster: float
+    ci: tuple[float, float]  # bootstrap 95 % interval of the ratio
     baseline_cv: float | None
 
     @property
     def regressed(self) -> bool:
-        if self.ratio <= 1 + self.threshold:
-            return False
-        if self.p_slower is None:  # no raw rounds in the baseline: the effect size alone decides
-            return True
-        return self.p_slower < ALPHA and (self.ci is None or self.ci[0] > 1)
+        return self.ratio > 1 + self.threshold and self.p_slower < ALPHA and self.ci[0] > 1
 
     @property
     def improved(self) -> bool:
-        if self.ratio >= 1 / (1 + self.threshold):
-            return False
-        if self.p_faster is None:
-            return True
-        return self.p_faster < ALPHA and (self.ci is None or self.ci[1] < 1)
-
-
-NOISE_MULTIPLE = 2.0
-
-
-def run_to_run_cv(medians: list[float]) -> float | None:
-    """Spread of one stage's medians across stored runs (sample CV; needs two runs)."""
-    if len(medians) < 2:
-        return None
-    return statistics.stdev(medians) / statistics.mean(medians)
+        return self.ratio < 1 / (1 + self.threshold) and self.p_faster < ALPHA and self.ci[1] < 1
 
 
 def threshold(min_effect: float, baseline_rounds: list[float], history: list[float] | None = None) -> float:
@@ -108,24 +97,21 @@ def threshold(min_effect: float, baseline_rounds: list[float], history: list[flo
     return max(min_effect, NOISE_MULTIPLE * (within or 0.0), NOISE_MULTIPLE * (between or 0.0))
 
 
+def comparable(n: int, m: int) -> bool:
+    """Whether ``n`` rounds against ``m`` can ever give ``p < ALPHA``."""
+    return smallest_p(n, m) < ALPHA
+
+
 def compare_latency(baseline: list[float], current: list[float], min_effect: float,
-                    baseline_median: float | None = None, history: list[float] | None = None) -> LatencyComparison:
-    """Compare raw rounds; ``baseline`` may be empty when only the baseline's median was saved."""
-    base_median = statistics.median(baseline) if baseline else baseline_median
-    ratio = statistics.median(current) / base_median
-    if len(baseline) >= 2 and len(current) >= 2:
-        p_slower = mann_whitney_p(current, baseline)
-        p_faster = mann_whitney_p(baseline, current)
-        ci = bootstrap_ratio_ci(baseline, current)
-    else:
-        p_slower = p_faster = ci = None
+                    history: list[float] | None = None) -> LatencyComparison:
+    """Compare raw rounds; callers check :func:`comparable` first."""
     return LatencyComparison(
-        ratio=ratio,
+        ratio=statistics.median(current) / statistics.median(baseline),
         threshold=threshold(min_effect, baseline, history),
-        p_slower=p_slower,
-        p_faster=p_faster,
-        ci=ci,
-        baseline_cv=robust_cv(baseline) if baseline else None,
+        p_slower=mann_whitney_p(current, baseline),
+        p_faster=mann_whitney_p(baseline, current),
+        ci=bootstrap_ratio_ci(baseline, current),
+        baseline_cv=robust_cv(baseline),
     )
 
 
@@ -135,167 +121,152 @@ def memory_regressed(baseline_bytes: int | None, current_bytes: int | None) -> b
     return current_bytes > baseline_bytes * (1 + MEMORY_THRESHOLD) + MEMORY_SLACK_BYTES
 
 
-# -- statistics, dependency-free -------------------------------------------------------------------
-
-
-def mann_whitney_p(x: list[float], y: list[float]) -> float:
-    """One-sided p-value that ``x`` tends to be larger than ``y``.
-
-    Exact (enumerated U distribution) when there are no ties and the samples are small, the
-    normal approximation with tie correction otherwise.
-    """
-    n, m = len(x), len(y)
-    u = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y)
-    if len(set(x) | set(y)) == n + m and n * m <= 900:
-        counts = _u_distribution(n, m)
-        total = sum(counts)
-        # P(U >= u): U is an integer when there are no ties.
-        return sum(counts[int(math.ceil(u)):]) / total
-    tie_groups = {}
-    for value in list(x) + list(y):
-        tie_groups[value] = tie_groups.get(value, 0) + 1
-    tie_term = sum(t**3 - t for t in tie_groups.values())
-    mean = n * m / 2
-    var = n * m / 12 * ((n + m + 1) - tie_term / ((n + m) * (n + m - 1)))
-    if var <= 0:
-        return 1.0
-    z = (u - mean - 0.5) / math.sqrt(var)  # continuity correction
-    return 0.5 * math.erfc(z / math.sqrt(2))
-
-
-def _u_distribution(n: int, m: int) -> list[int]:
-    """Number of arrangements giving each U, by the classic recurrence f(n,m,u)=f(n-1,m,u-m)+f(n,m-1,u)."""
-    table = {}
-
-    def f(a: int, b: int) -> list[int]:
-        if (a, b) in table:
-            return table[(a, b)]
-        if a == 0 or b == 0:
-            result = [1]
-        else:
-            left, right = f(a - 1, b), f(a, b - 1)
-            result = [0] * (a * b + 1)
-            for u, count in enumerate(left):
-                result[u + b] += count
-            for u, count in enumerate(right):
-                result[u] += count
-        table[(a, b)] = result
-        return result
-
-    return f(n, m)
-
-
-def bootstrap_ratio_ci(baseline: list[float], current: list[float], level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap of median(current)/median(baseline), seeded so a verdict is reproducible."""
-    rng = random.Random(0)
-    ratios = []
-    for _ in range(BOOTSTRAP_RESAMPLES):
-        b = statistics.median(rng.choices(baseline, k=len(baseline)))
-        c = statistics.median(rng.choices(current, k=len(current)))
-        ratios.append(c / b)
-    ratios.sort()
-    tail = (1 - level) / 2
-    return ratios[int(tail * len(ratios))], ratios[min(len(ratios) - 1, int((1 - tail) * len(ratios)))]
-
-
-# -- verdicts for a whole run ----------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Verdict:
-    stage: str
-    status: str  # "ok" | "REGRESSION" | "faster" | "new" | "failed" | "skipped" | "not compared" | "no baseline"
-    detail: str = ""
-    latency: LatencyComparison | None = None
-    memory_ratio: float | None = None
-    baseline_median: float | None = None
-    gpu: LatencyComparison | None = None  # GPU busy time, where both runs profiled it
-
-    @property
-    def failing(self) -> bool:
-        return self.status == "REGRESSION"
-
-
 def wall_min_effect(name: str, device: str, baseline_gpu_busy: float | None,
                     host_drift: float | None = None) -> float:
-    """The floor of a stage's wall-time threshold: declared, per device, and for host-bound stages."""
-    floor = max(stages.BY_NAME[name].min_effect, DEVICE_MIN_EFFECT.get(device, 0.0))
+    """The floor of a stage's wall-time threshold: declared, per device, and for host-bound stages.
+
+    ``baseline_gpu_busy`` is None unless GPU time is compared for this stage in this run.
+    """
+    floor = max(stages.BY_NAME[name].min_effect if name in stages.BY_NAME else 0.10,
+                DEVICE_MIN_EFFECT.get(device, 0.0))
     if baseline_gpu_busy is not None:
         drift = HOST_DRIFT.get(device, 0.0) if host_drift is None else host_drift
         floor = max(floor, drift * max(0.0, 1.0 - baseline_gpu_busy))
     return floor
 
 
+# -- verdicts ---------------------------------------------------------------------------------------
+
+#: Statuses that mean the stage was judged against a baseline.
+COMPARED = ("ok", "faster", "REGRESSION")
+
+
+@dataclasses.dataclass
+class Verdict:
+    stage: str
+    status: str  # "ok" | "faster" | "REGRESSION" | "not compared" | "failed" | "skipped" | "measured" | "not timed"
+    detail: str = ""
+    latency: LatencyComparison | None = None
+    memory_ratio: float | None = None
+    baseline_median: float | None = None
+    gpu: LatencyComparison | None = None  # GPU busy time, where both runs profiled it
+    baseline: str | None = None  # the stored run's file name
+    failing: bool = False
+    headline: str = ""  # the shortest form of the problem, for the final line
+
+    @property
+    def compared(self) -> bool:
+        return self.status in COMPARED
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How a run is judged, beyond the statistics: from the command line."""
+
+    compare: bool = False
+    allow_uncompared: bool = False
+    host_drift: float | None = None
+    gpu_rounds: int = 5  # 0: the user turned GPU time off
+    compare_fail: tuple = ()  # pytest-benchmark RegressionCheck objects (--benchmark-compare-fail)
+
+
+def not_compared(name: str, reason: str, policy: Policy, **fields) -> Verdict:
+    return Verdict(name, "not compared", reason, failing=not policy.allow_uncompared,
+                   headline=f"{name} not compared", **fields)
+
+
+def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Verdict:
+    """The verdict of one stage: ``result`` is a :class:`perf.runner.StageResult` (or None if not run)."""
+    bench = stage_plan.entry if stage_plan is not None else None
+    base_median = bench["stats"]["median"] if bench else None
+    source = stage_plan.baseline.path.name if bench else None
+    if result is None or result.outcome == "skipped":
+        message = result.message if result else "not run"
+        if policy.compare and bench is not None:
+            return not_compared(name, f"{source} holds it, but it skipped now: {message}", policy,
+                                baseline_median=base_median, baseline=source)
+        return Verdict(name, "skipped", message, baseline_median=base_median, baseline=source)
+    if result.outcome == "failed":
+        return Verdict(name, "failed", result.message, baseline_median=base_median, baseline=source, failing=True,
+                       headline=f"{name} failed")
+    if not result.rounds:
+        return Verdict(name, "not timed", "--benchmark-disable: generated once and checked, not timed")
+    if not policy.compare:
+        return Verdict(name, "measured")
+    if bench is None:
+        return not_compared(name, stage_plan.reason if stage_plan else "no baseline", policy)
+
+    fields = dict(baseline_median=base_median, baseline=source)
+    base_rounds = list(bench["stats"]["data"])
+    if not comparable(len(result.rounds), len(base_rounds)):
+        return not_compared(name, f"{len(result.rounds)} rounds against {len(base_rounds)} in {source}: "
+                                  f"the rank test cannot reach p < {ALPHA}", policy, **fields)
+    device = str(result.extra.get("device", "")).split(":")[0]
+    base_gpu, gpu_now = gpu_samples(bench), list(result.extra.get("gpu_seconds") or [])
+    gpu = None
+    notes = []
+    if base_gpu and gpu_now:
+        if not comparable(len(gpu_now), len(base_gpu)):
+            return not_compared(name, f"{len(gpu_now)} profiled rounds against {len(base_gpu)} in {source}: the "
+                                      f"rank test on GPU time cannot reach p < {ALPHA}", policy, **fields)
+        gpu = compare_latency(base_gpu, gpu_now, GPU_TIME_MIN_EFFECT, stage_plan.gpu_medians())
+    elif base_gpu and device == "cuda":
+        if policy.gpu_rounds > 0:
+            return not_compared(name, f"the profiler saw no GPU activity, where {source} has GPU time: an empty "
+                                      "profile (is CUPTI missing?)", policy, **fields)
+        notes.append("GPU time off (--perf-gpu-rounds=0)")
+    base_busy = statistics.median(base_gpu) / base_median if gpu is not None else None
+    latency = compare_latency(base_rounds, result.rounds, wall_min_effect(name, device, base_busy, policy.host_drift),
+                              stage_plan.medians())
+    base_mem, mem = (bench.get("extra_info") or {}).get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
+    memory_ratio = mem / base_mem if base_mem and mem is not None else None
+
+    problems = []
+    if latency.regressed:
+        problems.append(_regression_detail("latency", latency))
+    if gpu is not None and gpu.regressed:
+        problems.append(_regression_detail("GPU time", gpu))
+    if memory_regressed(base_mem, mem):
+        problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
+                        f"(+{(memory_ratio - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
+    problems += _compare_fail(policy.compare_fail, result.rounds, bench["stats"])
+    fields.update(latency=latency, gpu=gpu, memory_ratio=memory_ratio)
+    if problems:
+        return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
+                       headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)
+    gpu_note = "" if gpu is None else f"; GPU time {(gpu.ratio - 1) * 100:+.1f}% within {gpu.threshold * 100:.1f}%"
+    notes = "".join(f"; {note}" for note in notes)
+    if latency.improved and (gpu is None or not gpu.ratio > 1 + gpu.threshold):
+        return Verdict(name, "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%" + gpu_note + notes, **fields)
+    detail = f"latency {(latency.ratio - 1) * 100:+.1f}% within {latency.threshold * 100:.1f}%"
+    if latency.ratio > 1:
+        detail += f" (p={latency.p_slower:.3f})"
+    return Verdict(name, "ok", detail + gpu_note + notes, **fields)
+
+
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:
-    detail = f"{what} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}%"
-    if comparison.p_slower is not None:
-        detail += f" (rank test p={comparison.p_slower:.2g}, 95% CI x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})"
-    return detail
+    return (f"{what} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
+            f"(rank test p={comparison.p_slower:.2g}, 95% CI x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})")
 
 
-def evaluate(results: dict, selected: list[str], baseline,
-             history: dict[str, dict[str, list[float]]] | None = None,
-             host_drift: float | None = None) -> tuple[list[Verdict], list[str]]:
-    """One verdict per selected stage, plus the names of baseline stages this run did not measure.
+def _compare_fail(checks, rounds: list[float], baseline_stats: dict) -> list[str]:
+    """``--benchmark-compare-fail`` expressions, with pytest-benchmark's own checks, as verdict lines."""
+    if not checks:
+        return []
+    from pytest_benchmark.stats import Stats
 
-    ``results`` maps stage names to :class:`perf.runner.StageResult`; ``baseline`` is a
-    :class:`perf.baselines.Baseline` or None; ``history`` is :func:`perf.baselines.history`:
-    per metric, each stage's medians over every stored run of the same settings on this
-    hardware (the run-to-run noise). ``host_drift`` overrides :data:`HOST_DRIFT` for GPU stages.
-    """
-    history = history or {}
-    saved = baseline.stages() if baseline else {}
-    verdicts = []
-    for name in selected:
-        result = results.get(name)
-        bench = saved.get(name)
-        base_median = bench["stats"]["median"] if bench else None
-        if result is None or result.outcome == "skipped":
-            verdicts.append(Verdict(name, "skipped", result.message if result else "not run", baseline_median=base_median))
+    current = Stats()
+    for value in rounds:
+        current.update(value)
+    now, saved = current.as_dict(), dict(baseline_stats)
+    lines = []
+    for check in checks:
+        if check.field not in saved:
             continue
-        if result.outcome == "failed":
-            verdicts.append(Verdict(name, "failed", result.message, baseline_median=base_median))
-            continue
-        if baseline is None:
-            verdicts.append(Verdict(name, "no baseline"))
-            continue
-        if bench is None:
-            verdicts.append(Verdict(name, "new", "not in the baseline: nothing to compare with"))
-            continue
-        saved_extra = bench.get("extra_info") or {}
-        mismatched = [f"{key} {saved_extra.get(key)!r} -> {result.extra.get(key)!r}" for key in COMPARED_SETTINGS
-                      if key in saved_extra and saved_extra.get(key) != result.extra.get(key)]
-        if mismatched:
-            verdicts.append(Verdict(name, "not compared", "baseline measured other settings: " + ", ".join(mismatched),
-                                    baseline_median=base_median))
-            continue
-        device = str(result.extra.get("device", "")).split(":")[0]
-        base_gpu, gpu_now = gpu_samples(bench), list(result.extra.get("gpu_seconds") or [])
-        base_busy = statistics.median(base_gpu) / base_median if base_gpu and base_median else None
-        latency = compare_latency(list(bench["stats"].get("data") or []), result.rounds,
-                                  wall_min_effect(name, device, base_busy, host_drift), baseline_median=base_median,
-                                  history=history.get("latency", {}).get(name))
-        gpu = compare_latency(base_gpu, gpu_now, GPU_TIME_MIN_EFFECT,
-                              history=history.get("gpu_time", {}).get(name)) if base_gpu and gpu_now else None
-        base_mem, mem = saved_extra.get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
-        memory_ratio = mem / base_mem if base_mem and mem is not None else None
-        problems = []
-        if latency.regressed:
-            problems.append(_regression_detail("latency", latency))
-        if gpu is not None and gpu.regressed:
-            problems.append(_regression_detail("GPU time", gpu))
-        if memory_regressed(base_mem, mem):
-            problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
-                            f"(+{(memory_ratio - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
-        gpu_note = "" if gpu is None else f"; GPU time {(gpu.ratio - 1) * 100:+.1f}% within {gpu.threshold * 100:.1f}%"
-        if problems:
-            status, detail = "REGRESSION", "; ".join(problems)
-        elif latency.improved and (gpu is None or not gpu.ratio > 1 + gpu.threshold):
-            status, detail = "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%" + gpu_note
-        else:
-            status = "ok"
-            detail = f"latency {(latency.ratio - 1) * 100:+.1f}% within {latency.threshold * 100:.1f}%"
-            if latency.p_slower is not None and latency.ratio > 1:
-                detail += f" (p={latency.p_slower:.3f})"
-            detail += gpu_note
-        verdicts.append(Verdict(name, status, detail, latency, memory_ratio, base_median, gpu))
-    return verdicts, [name for name in saved if name not in selected]
+        value = check.compute(now, saved)
+        if value > check.threshold:
+            if type(check).__name__.startswith("Percentage"):
+                lines.append(f"{check.field} {value:+.1f}% > --benchmark-compare-fail {check.field}:{check.threshold:g}%")
+            else:
+                lines.append(f"{check.field} {value:+.4f} s > --benchmark-compare-fail {check.field}:{check.threshold:g}")
+    return lines

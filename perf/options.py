@@ -7,12 +7,19 @@ at configure time, before anything is built.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 
-from . import pipelines, stages
+from . import gate, pipelines, stages
 from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
+
+#: Largest values taken; beyond them a run could not fit in memory or a night (one line, exit 4).
+LIMITS = {"--perf-steps": 1000, "--perf-size": 4096, "--perf-batch": 64, "--perf-min-rounds": 10_000,
+          "--perf-max-rounds": 10_000, "--perf-warmup": 1000, "--perf-gpu-rounds": 1000}
+#: Pixels of one batch (batch x size^2) beyond which latents and activations cannot fit a GPU.
+MAX_PIXELS = 4096 * 4096
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,8 +51,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "before wall time fails it (default: 2.0, measured on a shared H100 host; "
                          "lower it on a dedicated runner)")
     group.addoption("--perf-report", metavar="PATH", default="perf-report.md",
-                    help="Markdown report written at the end of the run (default: perf-report.md); "
-                         "also appended to $GITHUB_STEP_SUMMARY when set")
+                    help="Markdown report written at the end of the run (default: perf-report.md; "
+                         "'none' or empty: no report file); also appended to $GITHUB_STEP_SUMMARY when set")
+    group.addoption("--perf-allow-uncompared", action="store_true",
+                    help="with --benchmark-compare, let stages that could not be compared (no baseline entry, "
+                         "another recipe, a stage that now skips, ...) pass; the final line still counts them")
     group.addoption("--perf-no-flops", action="store_true",
                     help="skip counting FLOPs and measuring the device's peak (saves a few seconds)")
     group.addoption("--perf-inject-nan", action="store_true",
@@ -65,11 +75,12 @@ class Settings:
     size: int
     batch: int
     budget: Budget
-    report: Path
+    report: Path | None
     count_flops: bool
     inject_nan: bool
     inject_slowdown: float
     host_drift: float | None = None
+    allow_uncompared: bool = False
 
     @property
     def label(self) -> str:
@@ -78,7 +89,7 @@ class Settings:
     def describe(self) -> dict:
         """The run settings as saved in the JSON (``diffusers_perf.settings``)."""
         return {"pipeline": self.label, "steps": self.steps, "size": self.size, "batch": self.batch,
-                "stages": self.stages}
+                "stages": self.stages, "gpu_rounds": self.budget.gpu_rounds}
 
 
 def settings_from(config: pytest.Config) -> Settings:
@@ -113,19 +124,12 @@ def settings_from(config: pytest.Config) -> Settings:
 
     steps = get("perf_steps") or default_steps
     size = get("perf_size") or default_size
-    for option, value in (("--perf-steps", get("perf_steps")), ("--perf-size", get("perf_size")),
-                          ("--perf-batch", get("perf_batch")), ("--perf-min-rounds", get("perf_min_rounds")),
-                          ("--perf-max-rounds", get("perf_max_rounds"))):
-        if value is not None and value < 1:
-            raise pytest.UsageError(f"{option}: must be a positive integer, got {value}")
-    if get("perf_warmup") is not None and get("perf_warmup") < 0:
-        raise pytest.UsageError(f"--perf-warmup: must be 0 or more, got {get('perf_warmup')}")
-    if get("perf_gpu_rounds") < 0:
-        raise pytest.UsageError(f"--perf-gpu-rounds: must be 0 or more, got {get('perf_gpu_rounds')}")
-    if get("perf_host_drift") is not None and get("perf_host_drift") < 0:
-        raise pytest.UsageError(f"--perf-host-drift: must be 0 or more, got {get('perf_host_drift')}")
-    if get("perf_max_time") <= 0:
-        raise pytest.UsageError(f"--perf-max-time: must be positive seconds, got {get('perf_max_time')}")
+    _check_numbers(get)
+    if get("perf_batch") * size * size > MAX_PIXELS:
+        raise pytest.UsageError(
+            f"--perf-batch {get('perf_batch')} x --perf-size {size}: {get('perf_batch') * size * size / 1e6:.0f} "
+            f"megapixels a batch, more than the {MAX_PIXELS / 1e6:.1f} that fit a GPU's memory; lower one of them"
+        )
     multiple = max(8, scale)
     if size % multiple:
         raise pytest.UsageError(
@@ -136,11 +140,22 @@ def settings_from(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"--perf-max-rounds ({get('perf_max_rounds')}) is below --perf-min-rounds ({get('perf_min_rounds')})"
         )
+    for option, rounds in (("--perf-min-rounds", get("perf_min_rounds")), ("--perf-gpu-rounds", get("perf_gpu_rounds"))):
+        if rounds and not gate.comparable(rounds, rounds):
+            raise pytest.UsageError(
+                f"{option}={rounds}: with {rounds} rounds a side the rank test cannot reach p < {gate.ALPHA}, so no "
+                f"regression could ever fail; use at least {fewest_rounds()}"
+                + (" (or 0 to turn GPU time off)" if option == "--perf-gpu-rounds" else "")
+            )
     slowdown = get("perf_inject_slowdown")
     if slowdown < 0:
         raise pytest.UsageError(f"--perf-inject-slowdown: must be a fraction >= 0, got {slowdown}")
+    if slowdown > 10:
+        raise pytest.UsageError(f"--perf-inject-slowdown: {slowdown} would make each stage {slowdown + 1:.0f}x slower; "
+                                "a fraction such as 0.05 proves the gate")
     if slowdown and not get("benchmark_compare"):
         raise pytest.UsageError("--perf-inject-slowdown sizes the injected work from a baseline: add --benchmark-compare")
+    report = (get("perf_report") or "").strip()
 
     return Settings(
         pipeline=name,
@@ -156,9 +171,42 @@ def settings_from(config: pytest.Config) -> Settings:
             max_time=get("perf_max_time"),
             gpu_rounds=get("perf_gpu_rounds"),
         ),
-        report=Path(get("perf_report")),
+        report=None if report.lower() in ("", "none") else Path(report),
         count_flops=not get("perf_no_flops"),
         inject_nan=get("perf_inject_nan"),
         inject_slowdown=slowdown,
         host_drift=get("perf_host_drift"),
+        allow_uncompared=get("perf_allow_uncompared"),
     )
+
+
+def fewest_rounds() -> int:
+    """The fewest rounds a side with which the rank test can reach significance."""
+    return next(n for n in range(1, 100) if gate.comparable(n, n))
+
+
+def _check_numbers(get) -> None:
+    """Every number option: a whole number in its range, or finite seconds and factors."""
+    for option, value in (("--perf-steps", get("perf_steps")), ("--perf-size", get("perf_size")),
+                          ("--perf-batch", get("perf_batch")), ("--perf-min-rounds", get("perf_min_rounds")),
+                          ("--perf-max-rounds", get("perf_max_rounds"))):
+        if value is not None and value < 1:
+            raise pytest.UsageError(f"{option}: must be a positive integer, got {value}")
+    for option, value in (("--perf-warmup", get("perf_warmup")), ("--perf-gpu-rounds", get("perf_gpu_rounds"))):
+        if value is not None and value < 0:
+            raise pytest.UsageError(f"{option}: must be 0 or more, got {value}")
+    for option, value in (("--perf-steps", get("perf_steps")), ("--perf-size", get("perf_size")),
+                          ("--perf-batch", get("perf_batch")), ("--perf-min-rounds", get("perf_min_rounds")),
+                          ("--perf-max-rounds", get("perf_max_rounds")), ("--perf-warmup", get("perf_warmup")),
+                          ("--perf-gpu-rounds", get("perf_gpu_rounds"))):
+        if value is not None and value > LIMITS[option]:
+            raise pytest.UsageError(f"{option}: {value} is more than the suite takes (at most {LIMITS[option]})")
+    for option, value, low in (("--perf-max-time", get("perf_max_time"), "positive seconds"),
+                               ("--perf-host-drift", get("perf_host_drift"), "0 or more"),
+                               ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0")):
+        if value is not None and not math.isfinite(value):
+            raise pytest.UsageError(f"{option}: must be a finite number ({low}), got {value}")
+    if get("perf_host_drift") is not None and get("perf_host_drift") < 0:
+        raise pytest.UsageError(f"--perf-host-drift: must be 0 or more, got {get('perf_host_drift')}")
+    if get("perf_max_time") <= 0:
+        raise pytest.UsageError(f"--perf-max-time: must be positive seconds, got {get('perf_max_time')}")

@@ -219,6 +219,9 @@ def _check_pipeline_folder(folder: Path, given: str) -> None:
         components = json.loads(index.read_text())
     except ValueError as exc:
         raise ModelError(f"--perf-model {given!r}: model_index.json is not valid JSON ({exc})") from None
+    if not isinstance(components, dict):
+        raise ModelError(f"--perf-model {given!r}: model_index.json holds a {type(components).__name__}, not the "
+                         "object of components that DiffusionPipeline.save_pretrained writes")
     pickled = []
     for name, value in components.items():
         sub = folder / name
@@ -241,7 +244,7 @@ def model_scale_factor(folder: Path) -> int:
     try:
         config = json.loads((folder / "vae" / "config.json").read_text())
         return 2 ** (len(config["block_out_channels"]) - 1)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return 8
 
 

@@ -2,35 +2,37 @@
 
 What pytest-benchmark alone gets wrong for this suite, and where it is fixed here:
 
-* baselines live in ``baselines/<hardware key>/`` instead of ``.benchmarks/<python version>/``
-  (:func:`pytest_configure`, :func:`pytest_sessionstart`);
-* ``--benchmark-compare`` with no baseline yet, or a broken one, reports and carries on
-  instead of aborting (:func:`pytest_configure`);
-* ``machine_info`` holds only the hardware fields that matter, so containers with new host
-  names do not warn on every run (:func:`pytest_benchmark_generate_machine_info`);
-* saving is atomic, never overwrites, and an interrupted run saves nothing
-  (:func:`pytest_sessionstart`, :func:`pytest_sessionfinish`);
-* raw rounds are always saved, so the gate can run a rank test against them;
-* per-stage thresholds, new and missing stages named, a verdict table at the end
-  (:mod:`perf.gate`, :mod:`perf.report`);
+* baselines live in ``baselines/<hardware key>/`` instead of ``.benchmarks/<python version>/``,
+  and each stage is compared with its own baseline by one stated rule (:mod:`perf.baselines`),
+  chosen when the run starts, so saving while comparing never compares a run with itself
+  (:func:`pytest_configure`);
+* in compare mode green means compared: a selected stage that could not be judged fails, and
+  the last line of the output says what was compared (:func:`pytest_unconfigure`);
+* ``--benchmark-compare-fail`` is judged beside the suite's own rule, one verdict per stage;
+* every output is checked before the first stage is built (:mod:`perf.preflight`);
+* ``machine_info`` holds only the hardware fields that matter, whichever way the plugin is
+  loaded (:func:`pytest_benchmark_generate_machine_info`);
+* saving takes the next free number under a lock, never overwrites, saves nothing from an
+  interrupted or failing run, and writes a fallback file rather than lose a finished one
+  (:func:`_save`);
 * a clear refusal under pytest-xdist instead of silently disabled benchmarks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import datetime
 import os
 import platform
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from . import baselines, gate, options, report
-from .runner import Runner
+from . import baselines, gate, options, preflight, report, stages, storage
+from .runner import Runner, StageResult
 
 PERF_DIR = Path(__file__).resolve().parent
-DEFAULT_BENCHMARK_STORAGE = "file://./.benchmarks"
 RECORD_COMMAND = "pytest perf --benchmark-save=baseline"
 
 
@@ -38,13 +40,30 @@ RECORD_COMMAND = "pytest perf --benchmark-save=baseline"
 class PerfSession:
     settings: options.Settings
     runner: Runner
-    storage: Path | None
+    storage: Path
     key: str
-    compare_requested: bool
+    policy: gate.Policy
+    plan: baselines.Plan | None
     context: list[str]
     saved: list[Path] = dataclasses.field(default_factory=list)
-    verdicts: list = dataclasses.field(default_factory=list)
-    missing: list = dataclasses.field(default_factory=list)
+    verdicts: dict[str, gate.Verdict] = dataclasses.field(default_factory=dict)
+    not_saved: str = ""
+    save_error: str = ""
+
+    def judge(self, name: str, result: StageResult) -> gate.Verdict:
+        """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
+        self.runner.results[name] = result
+        stage_plan = self.plan.stages.get(name) if self.plan else None
+        verdict = self.verdicts[name] = gate.judge(name, result, stage_plan, self.policy)
+        return verdict
+
+    def ordered_verdicts(self) -> list[gate.Verdict]:
+        verdicts = []
+        for name in self.settings.stages:
+            if name not in self.verdicts:  # deselected with -k, or the run stopped before it
+                self.judge(name, self.runner.results.get(name) or StageResult(name, "skipped", "not run"))
+            verdicts.append(self.verdicts[name])
+        return verdicts
 
 
 def _xdist_active(config: pytest.Config) -> bool:
@@ -71,59 +90,105 @@ def pytest_configure(config: pytest.Config) -> None:
             "the device and make every timing wrong; run `pytest perf` without -n (the tests may use -n)"
         )
     settings = options.settings_from(config)
-    context: list[str] = []
-
-    if config.option.benchmark_storage == DEFAULT_BENCHMARK_STORAGE:
-        config.option.benchmark_storage = f"file://{config.rootpath / 'baselines'}"
-    storage_uri = config.option.benchmark_storage
-    storage = Path(storage_uri[len("file://"):] if storage_uri.startswith("file://") else storage_uri) \
-        if "://" not in storage_uri or storage_uri.startswith("file://") else None
-    config.option.benchmark_save_data = True  # the gate's rank test needs the raw rounds
-
+    opt = config.option
+    root = preflight.storage_folder(opt.benchmark_storage, config.rootpath)
+    opt.benchmark_storage = f"file://{root}"
+    opt.benchmark_save_data = True  # the gate's rank test needs the raw rounds
     hardware = baselines.hardware_info()
     key = baselines.hardware_key(hardware)
-    compare = config.option.benchmark_compare
-    baseline = None
-    if compare and storage is not None:
-        baseline, problems = baselines.find(storage, key, compare)
-        context.extend(problems)
-        if baseline is not None:
-            differences = baselines.hardware_differences(baseline.hardware, hardware)
-            if differences:
-                context.append(f"baseline {baseline.path} is from other hardware ({'; '.join(differences)}): "
-                               f"not compared; record one here with `{RECORD_COMMAND}`")
-                baseline = None
-        if baseline is not None:
-            config.option.benchmark_compare = str(baseline.path)  # validated: pytest-benchmark loads this one
-        else:
-            context.append(f"no usable baseline for this hardware in {storage / key}; the run reports without a "
-                           f"gate; record one with `{RECORD_COMMAND}`")
-            config.option.benchmark_compare = []
-            if config.option.benchmark_compare_fail:
-                config.option.benchmark_compare_fail = None  # it would abort with a UsageError
-    saving = config.option.benchmark_save or config.option.benchmark_autosave
+    compare = opt.benchmark_compare
+    saving = opt.benchmark_save or opt.benchmark_autosave
+    _check_benchmark_options(config, settings, bool(compare), bool(saving))
+    if saving:
+        preflight.check_saving(root / key, opt.benchmark_save)
+    if settings.report is not None:
+        preflight.check_output("--perf-report", settings.report, root)
+    if opt.benchmark_json:
+        preflight.check_output("--benchmark-json", Path(opt.benchmark_json), root)
+    preflight.check_step_summary()
+
+    context: list[str] = []
+    plan = None
+    if compare:
+        plan = _plan(config, settings, root, key, hardware, context)
+        opt.benchmark_compare = str(plan.baselines()[-1].path) if plan.baselines() else []
+    policy = gate.Policy(compare=bool(compare), allow_uncompared=settings.allow_uncompared,
+                         host_drift=settings.host_drift, gpu_rounds=settings.budget.gpu_rounds,
+                         compare_fail=tuple(opt.benchmark_compare_fail or ()))
+    opt.benchmark_compare_fail = None  # judged by the gate, with the suite's rule: one verdict per stage
+    if settings.inject_slowdown and (plan is None or not plan.baselines()):
+        raise pytest.UsageError("--perf-inject-slowdown sizes the injected work from a baseline, and none was found "
+                                f"for this hardware; record one first with `{RECORD_COMMAND}`")
+    config._perf = PerfSession(settings=settings, runner=Runner(settings, plan.stages if plan else None),
+                               storage=root, key=key, policy=policy, plan=plan, context=context)
+
+
+def _check_benchmark_options(config: pytest.Config, settings: options.Settings, compare: bool, saving: bool) -> None:
+    opt = config.option
     if (settings.inject_nan or settings.inject_slowdown) and saving:
         raise pytest.UsageError("--perf-inject-* break the pipeline on purpose: never record a baseline with them "
                                 "(drop --benchmark-save/--benchmark-autosave)")
-    if settings.inject_slowdown and baseline is None:
-        raise pytest.UsageError("--perf-inject-slowdown sizes the injected work from a baseline, and none was found "
-                                f"for this hardware; record one first with `{RECORD_COMMAND}`")
-    if baseline is not None:
-        software = baselines.software_info()
-        changed = {k: (v, software.get(k)) for k, v in baseline.software.items() if software.get(k) != v}
-        if changed:
-            context.append("software changed since the baseline: " +
-                           ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items()))
-        context.insert(0, f"compared with {baseline.path}")
+    if getattr(opt, "benchmark_disable", False) and compare:
+        raise pytest.UsageError("--benchmark-disable times nothing, so there is nothing to compare: "
+                                "drop --benchmark-compare (or --benchmark-disable)")
+    if getattr(opt, "benchmark_histogram", None):
+        try:
+            import pygal  # noqa: F401
+            import pygaljs  # noqa: F401
+        except ImportError:
+            raise pytest.UsageError("--benchmark-histogram needs pytest-benchmark's histogram extra: "
+                                    "pip install 'pytest-benchmark[histogram]'") from None
+    if opt.benchmark_compare_fail and not compare:
+        raise pytest.UsageError("--benchmark-compare-fail judges a comparison: add --benchmark-compare")
 
-    config._perf = PerfSession(
-        settings=settings,
-        runner=Runner(settings, baseline),
-        storage=storage,
-        key=key,
-        compare_requested=bool(compare),
-        context=context,
-    )
+
+def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[str]) -> baselines.Plan:
+    """Read the stored runs of this hardware once, before anything runs, and apply the rule to each stage."""
+    folder = root / key
+    runs, problems = storage.read_folder(folder)
+    context.extend(problems)
+    chosen = None
+    selector = config.option.benchmark_compare
+    if isinstance(selector, str):
+        chosen, problem = baselines.select(folder, selector, root)
+        if chosen is None:
+            raise pytest.UsageError(f"--benchmark-compare={selector}: {problem}")
+    timer = config.option.benchmark_timer
+    identities = {name: baselines.identity(settings.describe(), dataclasses.asdict(stages.recipe(name)), timer)
+                  for name in settings.stages}
+    plan = baselines.plan(runs, folder, hardware, identities, chosen)
+    _check_rounds(settings, plan)
+    if not runs:
+        context.append(f"no baseline for this hardware ({key}) in {root}: record one with `{RECORD_COMMAND}` "
+                       "and commit it")
+    software = baselines.software_info()
+    for run in plan.baselines():
+        compared = [name for name, p in plan.stages.items() if p.baseline is run]
+        context.append(f"compared with {run.path} ({', '.join(compared)})")
+        changed = baselines.software_changed(run.software, software)
+        if changed:
+            context.append(f"software changed since {run.path.name}: {', '.join(changed)}")
+    return plan
+
+
+def _check_rounds(settings: options.Settings, plan: baselines.Plan) -> None:
+    """Refuse rounds with which the rank test could never fail a stage against its baseline."""
+    budget = settings.budget
+    for name, stage_plan in plan.stages.items():
+        if stage_plan.entry is None:
+            continue
+        saved = len(stage_plan.entry["stats"]["data"])
+        if not gate.comparable(budget.min_rounds, saved):
+            need = next(n for n in range(budget.min_rounds, 10_001) if gate.comparable(n, saved))
+            raise pytest.UsageError(
+                f"--perf-min-rounds={budget.min_rounds}: against the {saved} rounds of {name} in "
+                f"{stage_plan.baseline.path.name} the rank test cannot reach p < {gate.ALPHA}; use at least {need}")
+        gpu_saved = len(baselines.gpu_samples(stage_plan.entry))
+        if budget.gpu_rounds and gpu_saved and not gate.comparable(budget.gpu_rounds, gpu_saved):
+            need = next(n for n in range(budget.gpu_rounds, 10_001) if gate.comparable(n, gpu_saved))
+            raise pytest.UsageError(
+                f"--perf-gpu-rounds={budget.gpu_rounds}: against the {gpu_saved} profiled rounds of {name} in "
+                f"{stage_plan.baseline.path.name} the rank test cannot reach p < {gate.ALPHA}; use at least {need}")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -136,52 +201,81 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_sessionstart(session: pytest.Session) -> None:
     perf: PerfSession = session.config._perf
     bs = getattr(session.config, "_benchmarksession", None)
-    if bs is None or perf.storage is None:
+    if bs is None:
         return
     from pytest_benchmark.storage.file import FileStorage
 
     if isinstance(bs.storage, FileStorage):
         bs.machine_id = perf.key
         bs.storage.default_machine_id = perf.key
-        bs.storage.save = functools.partial(_save_atomic, bs.storage, perf)
+        bs.storage.save = lambda output_json, save: _save(perf, output_json, save)
 
 
-def _save_atomic(storage, perf: PerfSession, output_json: dict, save: str) -> None:
+def _save(perf: PerfSession, output_json: dict, save: str) -> None:
+    """Save the run as the next numbered file; if that fails, never lose it: write a fallback file."""
     from pytest_benchmark.utils import safe_dumps
 
-    path = storage.get(f"{storage._next_num}_{save}.json")
-    baselines.write_atomic(path, safe_dumps(output_json, ensure_ascii=True, indent=4).encode())
+    payload = safe_dumps(output_json, ensure_ascii=True, indent=4).encode()
+    folder = perf.storage / perf.key
+    try:
+        path = storage.save(folder, save, payload)
+    except OSError as exc:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        for place in (Path.cwd(), Path(tempfile.gettempdir())):
+            fallback = place / f"diffusers-perf-unsaved-{stamp}-{os.getpid()}.json"
+            try:
+                storage.write_new(fallback, payload)
+                break
+            except OSError:
+                fallback = None
+        perf.save_error = (f"could not save the run in {folder} ({exc.strerror or exc}); "
+                           + (f"it was written to {fallback} instead: move it into {folder} as NNNN_{save}.json"
+                              if fallback else "no fallback file could be written either"))
+        return
     perf.saved.append(path)
-    storage.logger.info(f"Saved benchmark data in: {path}")
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True, specname="pytest_sessionfinish")
-def pytest_sessionfinish_no_partial_baseline(session: pytest.Session, exitstatus):
-    """Runs before pytest-benchmark saves: an interrupted run must not leave a partial baseline."""
+def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus):
+    """Runs before pytest-benchmark saves: an interrupted or failing run must not become a baseline."""
     bs = getattr(session.config, "_benchmarksession", None)
-    if bs is not None and session.exitstatus == pytest.ExitCode.INTERRUPTED and (bs.save or bs.autosave):
-        bs.save = bs.autosave = None
-        session.config._perf.context.append("interrupted: no baseline was saved")
+    perf: PerfSession = session.config._perf
+    if bs is not None and (bs.save or bs.autosave):
+        failing = [v.stage for v in perf.verdicts.values() if v.failing and v.status != "not compared"]
+        if session.exitstatus == pytest.ExitCode.INTERRUPTED:
+            perf.not_saved = "interrupted: no baseline was saved"
+        elif failing:
+            perf.not_saved = (f"not saved: {', '.join(failing)} failed or regressed, and a failing run never becomes "
+                              "a baseline; fix it, or record without --benchmark-compare to accept the change")
+        if perf.not_saved:
+            bs.save = bs.autosave = None
     yield
 
 
 @pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
-def pytest_sessionfinish_gate_and_report(session: pytest.Session, exitstatus) -> None:
+def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     perf: PerfSession = session.config._perf
-    if not perf.runner.results:
-        return
-    history = baselines.history(perf.storage, perf.key, perf.settings.describe()) \
-        if perf.runner.baseline is not None and perf.storage is not None else {}
-    perf.verdicts, perf.missing = gate.evaluate(
-        perf.runner.results, perf.settings.stages, perf.runner.baseline,
-        history, host_drift=perf.settings.host_drift,
-    )
     for path in perf.saved:
         perf.context.append(f"baseline recorded: {path}")
-    text = report.markdown(_title(perf), perf.verdicts, perf.runner.results, perf.missing, perf.context)
-    report.write(text, perf.settings.report)
-    if any(v.failing for v in perf.verdicts) and session.exitstatus == pytest.ExitCode.OK:
+    for line in (perf.not_saved, perf.save_error):
+        if line:
+            perf.context.append(line)
+    if perf.save_error and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if not perf.runner.results and not perf.verdicts:
+        return
+    verdicts = perf.ordered_verdicts()
+    text = report.markdown(_title(perf), verdicts, perf.runner.results, _not_selected(perf), perf.context)
+    try:
+        report.write(text, perf.settings.report)
+    except OSError as exc:
+        perf.context.append(f"the report could not be written: {exc.strerror or exc}")
+    if any(v.failing for v in verdicts) and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _not_selected(perf: PerfSession) -> list[str]:
+    return perf.plan.not_selected(perf.settings.stages) if perf.plan else []
 
 
 def _title(perf: PerfSession) -> str:
@@ -196,19 +290,38 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if not perf.verdicts:
         return
     terminalreporter.section("diffusers-perf", sep="-", bold=True)
-    terminal_line = terminalreporter.write_line
-    report.terminal(perf.verdicts, perf.runner.results, perf.missing, perf.context, terminal_line)
-    failing = [v for v in perf.verdicts if v.failing]
+    verdicts = perf.ordered_verdicts()
+    report.terminal(verdicts, perf.runner.results, _not_selected(perf), perf.context, terminalreporter.write_line)
+    failing = [v for v in verdicts if v.failing and v.status != "failed"]
     if failing:
         terminalreporter.write_line("")
         for verdict in failing:
-            terminalreporter.write_line(f"REGRESSION {verdict.stage}: {verdict.detail}", red=True, bold=True)
+            terminalreporter.write_line(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}",
+                                        red=True, bold=True)
     if perf.settings.report:
         terminalreporter.write_line(f"report: {perf.settings.report}")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The last line of the output: the verdict of the whole run, after pytest's own counts."""
+    perf: PerfSession | None = getattr(config, "_perf", None)
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if perf is None or terminal is None or not perf.verdicts:
+        return
+    line, failed = report.final_line(perf.ordered_verdicts(), perf.policy,
+                                     [run.path.name for run in perf.plan.baselines()] if perf.plan else [],
+                                     perf.saved, perf.save_error or perf.not_saved)
+    terminal.write_line(line, red=failed, green=not failed, bold=True)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict:
-    """Only what makes timings comparable; software versions go under ``diffusers_perf``."""
+    """Only what makes timings comparable; software versions go under ``diffusers_perf``.
+
+    ``tryfirst``: this is a first-result hook, and pytest-benchmark's own implementation must
+    not win when the plugin is loaded with ``-p`` (registered before pytest-benchmark).
+    """
     info = baselines.hardware_info()
     info.update(system=platform.system(), python_implementation=platform.python_implementation())
     return info
@@ -220,4 +333,6 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         "hardware_key": perf.key,
         "software": baselines.software_info(),
         "settings": perf.settings.describe(),
+        "verdicts": {v.stage: {"status": v.status, "detail": v.detail, "baseline": v.baseline}
+                     for v in perf.verdicts.values()},
     }

@@ -2,8 +2,9 @@
 
 Columns: stage, median latency, speed-up over ``fp32``, seconds per step, GPU busy time and
 its share of the latency (low: the stage is host-bound), peak GPU memory, share of the device's
-measured matmul peak, the baseline's median, the changes in latency and GPU time, and the
-verdict. The Markdown goes to ``--perf-report`` and, in GitHub Actions, to the job summary.
+measured matmul peak, the baseline's median, the changes in latency and GPU time, the
+thresholds they were judged by, and the verdict. The Markdown goes to ``--perf-report`` and,
+in GitHub Actions, to the job summary. :func:`final_line` is the last line of the output.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 
 HEADERS = ("stage", "median s", "speed-up", "s/step", "GPU s", "GPU busy", "peak GiB", "% of peak", "rounds",
-           "baseline s", "change", "GPU change", "verdict")
+           "baseline s", "change", "GPU change", "threshold", "verdict")
 
 
 def rows(verdicts, results) -> list[tuple[str, ...]]:
@@ -25,6 +26,7 @@ def rows(verdicts, results) -> list[tuple[str, ...]]:
         extra = result.extra if result is not None else {}
         change = "" if verdict.latency is None else f"{(verdict.latency.ratio - 1) * 100:+.1f}%"
         gpu_change = "" if verdict.gpu is None else f"{(verdict.gpu.ratio - 1) * 100:+.1f}%"
+        thresholds = [f"{c.threshold * 100:.1f}%" for c in (verdict.latency, verdict.gpu) if c is not None]
         table.append((
             verdict.stage,
             _num(median, "{:.3f}"),
@@ -38,6 +40,7 @@ def rows(verdicts, results) -> list[tuple[str, ...]]:
             _num(verdict.baseline_median, "{:.3f}"),
             change,
             gpu_change,
+            " / ".join(thresholds),
             verdict.status,
         ))
     return table
@@ -47,8 +50,10 @@ def _num(value, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
 
 
-def _notes(verdicts, missing, context) -> list[str]:
-    notes = [f"{v.stage}: {v.status} — {v.detail}" for v in verdicts if v.detail and v.status not in ("ok", "no baseline")]
+def _notes(verdicts, missing, context, skipped: bool = True) -> list[str]:
+    """Lines under the table; pytest's own summary (``-ra``) already gives skip reasons in the terminal."""
+    notes = [f"{v.stage}: {v.status} — {v.detail}" for v in verdicts
+             if v.detail and v.status not in ("ok", "measured") and (skipped or v.status != "skipped")]
     if missing:
         notes.append(f"in the baseline but not run: {', '.join(missing)}")
     notes.extend(context)
@@ -62,7 +67,7 @@ def terminal(verdicts, results, missing, context, write_line) -> None:
         write_line("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if index == 0:
             write_line("  ".join("-" * width for width in widths))
-    for note in _notes(verdicts, missing, context):
+    for note in _notes(verdicts, missing, context, skipped=False):
         write_line(f"  {note}")
 
 
@@ -75,6 +80,45 @@ def markdown(title: str, verdicts, results, missing, context) -> str:
         lines.append("")
         lines.extend(f"- {note}" for note in notes)
     return "\n".join(lines) + "\n"
+
+
+def final_line(verdicts, policy, baseline_names: list[str], saved: list[Path], save_problem: str) -> tuple[str, bool]:
+    """The run's verdict in one line, and whether it fails the build.
+
+    ``diffusers-perf: FAIL, 1 of 2 stages regressed (fp32 latency +27.3% > threshold 15.0%) vs 0002_b.json``
+    """
+    ran = [v for v in verdicts if v.status not in ("skipped",)]
+    compared = [v for v in verdicts if v.compared]
+    regressed = [v for v in verdicts if v.status == "REGRESSION"]
+    broken = [v for v in verdicts if v.status == "failed"]
+    uncompared = [v for v in verdicts if v.status == "not compared"]
+    skipped = [v for v in verdicts if v.status == "skipped"]
+    failed = any(v.failing for v in verdicts) or bool(save_problem and not save_problem.startswith("not saved"))
+    parts = []
+    if policy.compare:
+        if regressed:
+            named = ", ".join(v.headline for v in regressed[:3]) + (", ..." if len(regressed) > 3 else "")
+            parts.append(f"{len(regressed)} of {len(verdicts)} stages regressed ({named})")
+        else:
+            parts.append(f"{len(compared)} of {len(verdicts)} stages compared, none regressed")
+        if uncompared:
+            allowed = " (allowed by --perf-allow-uncompared)" if policy.allow_uncompared else ""
+            parts.append(f"{len(uncompared)} not compared{allowed}: {', '.join(v.stage for v in uncompared)}")
+    else:
+        parts.append(f"{len(ran) - len(broken)} of {len(verdicts)} stages measured, not compared "
+                     "(no --benchmark-compare)")
+    if broken:
+        parts.append(f"{len(broken)} failed: {', '.join(v.stage for v in broken)}")
+    if skipped:
+        parts.append(f"{len(skipped)} skipped")
+    if saved:
+        parts.append("saved " + ", ".join(path.name for path in saved))
+    elif save_problem:
+        parts.append(save_problem.split(":")[0])
+    line = f"diffusers-perf: {'FAIL' if failed else 'PASS'}, " + "; ".join(parts)
+    if policy.compare and baseline_names:
+        line += " vs " + ", ".join(baseline_names)
+    return line, failed
 
 
 def write(text: str, path: Path) -> list[Path]:

@@ -76,16 +76,26 @@ CHECKS = {
 }
 
 
+#: Needs a recipe implies, and the recipe field they come from.
+IMPLIED = {"fp16_device": "dtype"}
+
+
 def needs(recipe) -> tuple[str, ...]:
     """A stage's own needs, plus those its resolved recipe implies (float16 wants a GPU)."""
     implied = ("fp16_device",) if recipe.dtype == "float16" else ()
     return tuple(recipe.requires) + implied
 
 
-def skip_reason(recipe) -> str | None:
+def skip_reason(recipe, stage: str | None = None) -> str | None:
+    """Why a recipe cannot run here; with ``stage``, an inherited need names the stage it comes from."""
+    from . import stages
+
     for need in needs(recipe):
         reason = CHECKS[need]()
         if reason:
+            field = IMPLIED.get(need)
+            if stage is not None and field is not None and stages.origin(stage, field) != stage:
+                reason += f" (its {field} {getattr(recipe, field)} comes from stage {stages.origin(stage, field)!r})"
             return reason
     return None
 

@@ -16,6 +16,7 @@ import torch
 
 from . import baselines, flops, guards, inject, optimizations, pipelines, requirements, stages, timing
 from .options import Settings
+from .stats import robust_cv
 
 
 @dataclasses.dataclass
@@ -45,9 +46,9 @@ def first_line(exc: BaseException) -> str:
 class Runner:
     """Session-wide state the stages share: settings, device, baseline, FLOP counts."""
 
-    def __init__(self, settings: Settings, baseline: baselines.Baseline | None):
+    def __init__(self, settings: Settings, plans: dict[str, baselines.StagePlan] | None = None):
         self.settings = settings
-        self.baseline = baseline
+        self.plans = plans or {}  # stage -> what it is compared with (--benchmark-compare)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.results: dict[str, StageResult] = {}
         self._flops: int | None = None
@@ -57,7 +58,7 @@ class Runner:
     # -- building ----------------------------------------------------------------------------
 
     def skip_reason(self, name: str) -> str | None:
-        return requirements.skip_reason(stages.recipe(name))
+        return requirements.skip_reason(stages.recipe(name), name)
 
     def build(self, name: str):
         """The stage's pipeline, ready to time. Call inside ``optimizations.tf32(recipe.tf32)``."""
@@ -87,7 +88,8 @@ class Runner:
         Sized from the baseline's GPU busy time per step, so 0.05 adds 5 % more GPU work to the
         stage; baselines without GPU time (CPU, older files) fall back to wall time per step.
         """
-        bench = self.baseline.stages().get(name) if self.baseline else None
+        stage_plan = self.plans.get(name)
+        bench = stage_plan.entry if stage_plan is not None else None
         if bench is None:
             return 0.0
         extra = bench.get("extra_info") or {}
@@ -109,12 +111,14 @@ class Runner:
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
         measured = timing.measure(benchmark, lambda: self._generate(pipe, s.steps), self.device, s.budget,
                                   compiled=recipe.compile is not None)
-        rounds = list(benchmark.stats.stats.data)
+        rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         try:
             image_stats = guards.check_images(measured.result, name)
         except guards.GuardError:
             benchmark.has_error = True  # a broken stage must never become a baseline
             raise
+        if not rounds:  # --benchmark-disable: generated once and checked, nothing timed
+            return StageResult(stage=name, outcome="passed", extra={"stage": name, "device": str(self.device)})
         extra = self._extra_info(name, recipe, rounds, measured, image_stats)
         benchmark.extra_info.update(extra)
         return StageResult(stage=name, outcome="passed", rounds=rounds, extra=extra)
@@ -134,6 +138,7 @@ class Runner:
             "dtype": recipe.dtype,
             "tf32": recipe.tf32,
             "attention": recipe.attention,
+            "recipe": {field: getattr(recipe, field) for field in baselines.RECIPE_FIELDS},
             "device": str(self.device),
             "gpu": self._hardware["gpu"],
             "torch": self._software["torch"],
@@ -142,7 +147,7 @@ class Runner:
             "rounds": len(rounds),
             "warmup_seconds": [round(x, 4) for x in measured.warmup_seconds],
             "seconds_per_step": median / s.steps,
-            "robust_cv": timing.robust_cv(rounds),
+            "robust_cv": robust_cv(rounds),
             "peak_memory_bytes": measured.peak_memory_bytes,
             "peak_memory_gib": None if measured.peak_memory_bytes is None else round(measured.peak_memory_bytes / 2**30, 3),
             "image_max": round(min(st.max for st in image_stats), 4),

@@ -105,11 +105,21 @@ def recipe(name: str) -> Recipe:
     return Recipe(**values, requires=BY_NAME[name].requires)
 
 
+def origin(name: str, field: str) -> str:
+    """The stage (``name`` or an ancestor) that sets ``field`` of ``name``'s recipe."""
+    for stage in reversed(lineage(name)):
+        if getattr(stage, field) is not INHERIT:
+            return stage.name
+    return name
+
+
 def parse(text: str | None) -> list[str]:
     """``--perf-stages`` value to stage names, in ladder order; raises ValueError naming the valid ones."""
     if text is None or text.strip() in ("", "all"):
         return names()
     wanted = [part.strip() for part in text.split(",") if part.strip()]
+    if not wanted:
+        raise ValueError(f"{text!r} names no stage; valid stages: {', '.join(names())} (or 'all')")
     unknown = [name for name in wanted if name not in BY_NAME]
     if unknown:
         raise ValueError(

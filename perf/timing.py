@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 import time
 from typing import Callable
 
@@ -67,15 +66,6 @@ def plan_rounds(budget: Budget, seconds_per_round: float) -> int:
     return max(rounds, budget.min_rounds)
 
 
-def robust_cv(samples: list[float]) -> float | None:
-    """Spread of ``samples`` as a fraction of their median, from the MAD (robust to one outlier)."""
-    if len(samples) < 3:
-        return None
-    median = statistics.median(samples)
-    mad = statistics.median(abs(x - median) for x in samples)
-    return 1.4826 * mad / median if median > 0 else None
-
-
 @dataclasses.dataclass
 class Measurement:
     warmup_seconds: list[float]
@@ -90,6 +80,8 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
     """Warm up, plan the rounds, time ``generate`` through ``benchmark.pedantic``, then profile
     ``budget.gpu_rounds`` more calls for GPU busy time (after, so the profiler never touches a timed round)."""
     call = synchronized(generate, device)
+    if benchmark.disabled:  # --benchmark-disable: run once, as a smoke test of the stage
+        return Measurement(warmup_seconds=[], rounds=0, peak_memory_bytes=None, result=benchmark.pedantic(call))
     warmups = []
     for _ in range(warmup_rounds(budget, compiled)):
         start = time.perf_counter()

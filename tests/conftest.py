@@ -27,7 +27,8 @@ class Suite:
 
     def run(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True) -> pytest.RunResult:
         """``plugins`` maps module names to their source, loaded with ``-p`` (fault injection)."""
-        extra = (f"--benchmark-storage=file://{self.storage}",) if storage else ()
+        extra = (f"--benchmark-storage=file://{self.storage}",) if storage and not any(
+            arg.startswith("--benchmark-storage") for arg in args) else ()
         if not any(arg.startswith("--perf-model") for arg in args):
             extra += ("--perf-pipeline=tiny",)
         for name, source in (plugins or {}).items():
@@ -37,6 +38,15 @@ class Suite:
 
     def saved(self) -> list[Path]:
         return sorted(self.storage.rglob("*.json"))
+
+    def key_folder(self) -> Path:
+        [folder] = [p for p in self.storage.iterdir() if p.is_dir()]
+        return folder
+
+    @staticmethod
+    def last_line(result: pytest.RunResult) -> str:
+        """The suite's final line: the last of the output."""
+        return [line for line in result.outlines if line.strip()][-1]
 
 
 @pytest.fixture

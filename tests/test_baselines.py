@@ -1,9 +1,43 @@
+"""The rule for "compared": which stored run is a stage's baseline, and which runs are its history."""
+
 import json
-import os
+from pathlib import Path
 
 import pytest
 
-from perf import baselines
+from perf import baselines, stages, storage
+
+HARDWARE = {"accelerator": "cpu", "gpu": None, "gpu_count": 0, "gpu_memory_gib": None, "cpu": "Test CPU",
+            "cpu_count": 2, "machine": "x86_64"}
+SETTINGS = {"pipeline": "tiny", "steps": 2, "size": 32, "batch": 1}
+SOFTWARE = {"torch": "2.13.0", "diffusers": "0.42.1"}
+
+
+def identity(stage):
+    import dataclasses
+
+    return baselines.identity(SETTINGS, dataclasses.asdict(stages.recipe(stage)), "time.perf_counter")
+
+
+def entry(stage, median, **extra):
+    recipe = {field: getattr(stages.recipe(stage), field) for field in baselines.RECIPE_FIELDS}
+    return {"fullname": f"perf/test_ladder.py::test_generate[{stage}]", "options": {"timer": "perf_counter"},
+            "stats": {"median": median, "data": [median] * 6},
+            "extra_info": {"stage": stage, **SETTINGS, "recipe": recipe, **extra}}
+
+
+def stored(folder: Path, number: int, *entries, hardware=None, software=None, name="run") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{number:04d}_{name}.json"
+    path.write_text(json.dumps({"machine_info": dict(HARDWARE, **(hardware or {})), "benchmarks": list(entries),
+                                "diffusers_perf": {"software": dict(SOFTWARE, **(software or {})),
+                                                   "settings": SETTINGS}}))
+    return path
+
+
+def plan_for(folder, *names, chosen=None):
+    runs, problems = storage.read_folder(folder)
+    return baselines.plan(runs, folder, HARDWARE, {name: identity(name) for name in names}, chosen), problems
 
 
 def test_hardware_key_is_a_safe_folder_name():
@@ -18,62 +52,65 @@ def test_hardware_key_ignores_software():
     assert "torch" not in json.dumps(info) and "python" not in json.dumps(info)
 
 
-def test_write_atomic_never_overwrites(tmp_path):
-    target = tmp_path / "0001_x.json"
-    baselines.write_atomic(target, b"{}")
-    with pytest.raises(FileExistsError, match="never overwrites"):
-        baselines.write_atomic(target, b'{"other": 1}')
-    assert target.read_bytes() == b"{}"
-    assert os.listdir(tmp_path) == ["0001_x.json"]  # no temporary left behind
+def test_baseline_is_the_newest_run_that_holds_the_stage_measured_the_same_way(tmp_path):
+    stored(tmp_path, 1, entry("fp32", 1.0), entry("bf16", 0.5))
+    stored(tmp_path, 2, entry("fp32", 1.1))  # a newest file holding only fp32
+    stored(tmp_path, 3, entry("fp32", 9.0, steps=3), entry("bf16", 9.0, steps=3))  # other settings
+    stored(tmp_path, 4, entry("fp32", 9.0), hardware={"cpu_count": 4})  # saved where cpu_count differed
+    plan, _ = plan_for(tmp_path, "fp32", "bf16")
+    assert plan.stages["fp32"].baseline.path.name == "0002_run.json"
+    assert plan.stages["bf16"].baseline.path.name == "0001_run.json"
+    assert plan.stages["fp32"].medians() == [1.0, 1.1]
 
 
-def test_write_atomic_interrupted_leaves_nothing(tmp_path, monkeypatch):
-    def interrupt(*args):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "link", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        baselines.write_atomic(tmp_path / "0001_x.json", b"{}")
-    assert os.listdir(tmp_path) == []
-
-
-@pytest.mark.parametrize("content, message", [
-    ('{"benchmarks": [', "truncated"),
-    ("not json at all", "not valid JSON"),
-    ("", "is empty"),
-    ('{"machine_info": {}}', "not a pytest-benchmark file"),
-    ('{"benchmarks": [{"name": "x"}]}', "lacks 'fullname'"),
-])
-def test_read_explains_bad_files(tmp_path, content, message):
-    path = tmp_path / "0001_bad.json"
-    path.write_text(content)
-    with pytest.raises(baselines.BaselineError, match=message) as err:
-        baselines.read(path)
-    assert "\n" not in str(err.value)
+def test_a_changed_recipe_or_timer_is_not_compared(tmp_path):
+    changed = entry("sdpa", 1.0)
+    changed["extra_info"]["recipe"]["attention"] = "classic"
+    stored(tmp_path, 1, changed)
+    plan, _ = plan_for(tmp_path, "sdpa")
+    assert plan.stages["sdpa"].baseline is None
+    assert "measured it another way (attention 'classic' -> 'sdpa')" in plan.stages["sdpa"].reason
+    timed = entry("fp32", 1.0)
+    timed["options"]["timer"] = "process_time"
+    stored(tmp_path / "t", 1, timed)
+    plan, _ = plan_for(tmp_path / "t", "fp32")
+    assert "timer 'process_time' -> 'perf_counter'" in plan.stages["fp32"].reason
 
 
-def test_find_falls_back_to_the_newest_valid_file(tmp_path):
-    folder = tmp_path / "key"
-    folder.mkdir()
-    good = {"benchmarks": [{"fullname": "t", "stats": {"median": 1.0}, "extra_info": {"stage": "fp32"}}]}
-    (folder / "0001_a.json").write_text(json.dumps(good))
-    (folder / "0002_b.json").write_text('{"benchmarks": [')
-    baseline, problems = baselines.find(tmp_path, "key", True)
-    assert baseline.path.name == "0001_a.json"
-    assert len(problems) == 1 and "0002_b.json" in problems[0] and "truncated" in problems[0]
-    assert baselines.find(tmp_path, "key", "0001")[0].path.name == "0001_a.json"
-    assert baselines.find(tmp_path, "other", True) == (None, [])
+def test_no_baseline_says_so(tmp_path):
+    plan, _ = plan_for(tmp_path / "empty", "fp32")
+    assert plan.stages["fp32"].baseline is None and "no baseline for this hardware" in plan.stages["fp32"].reason
+    stored(tmp_path / "other", 1, entry("fp32", 1.0), hardware={"cpu": "Other CPU"})
+    plan, _ = plan_for(tmp_path / "other", "fp32")
+    assert "other hardware (cpu: 'Other CPU' -> 'Test CPU')" in plan.stages["fp32"].reason
 
 
-def test_history_keeps_wall_and_gpu_medians_apart(tmp_path):
-    folder = tmp_path / "key"
-    folder.mkdir()
-    extra = {"pipeline": "sd15", "steps": 50, "size": 512, "batch": 1}
-    for number, (wall, gpu) in enumerate([(0.5, None), (0.45, [0.34, 0.343, 0.35])], start=1):
-        info = dict(extra, **({"gpu_seconds": gpu} if gpu else {}))
-        data = {"machine_info": {}, "commit_info": {}, "benchmarks": [
-            {"fullname": "perf/test_ladder.py::test_generate[cudagraphs]", "name": "test_generate[cudagraphs]", "params": {"stage": "cudagraphs"},
-             "stats": {"median": wall, "data": [wall] * 6}, "extra_info": info}]}
-        (folder / f"{number:04d}_run.json").write_text(json.dumps(data))
-    history = baselines.history(tmp_path, "key", {"pipeline": "sd15", "steps": 50, "size": 512, "batch": 1})
-    assert history == {"latency": {"cudagraphs": [0.5, 0.45]}, "gpu_time": {"cudagraphs": [0.343]}}
+def test_history_ends_at_the_baseline_and_at_a_software_change(tmp_path):
+    stored(tmp_path, 1, entry("fp32", 2.0), software={"torch": "2.12.0"})
+    stored(tmp_path, 2, entry("fp32", 1.0))
+    stored(tmp_path, 3, entry("fp32", 1.05))
+    later = stored(tmp_path, 4, entry("fp32", 1.9))  # e.g. the current run, copied in
+    chosen = storage.read(tmp_path / "0003_run.json")
+    plan, _ = plan_for(tmp_path, "fp32", chosen=chosen)
+    assert plan.stages["fp32"].baseline.path.name == "0003_run.json"
+    assert plan.stages["fp32"].medians() == [1.0, 1.05]  # not 2.0 (another torch), not 1.9 (after it)
+    assert later.exists()
+
+
+def test_select_by_number_name_path_and_key(tmp_path):
+    key = tmp_path / "KEY"
+    stored(key, 1, entry("fp32", 1.0), name="a")
+    stored(key, 2, entry("fp32", 1.0), name="nightly")
+    assert baselines.select(key, "0001", tmp_path)[0].path.name == "0001_a.json"
+    assert baselines.select(key, "nightly", tmp_path)[0].path.name == "0002_nightly.json"
+    assert baselines.select(tmp_path / "elsewhere", "KEY/0001", tmp_path)[0].path.name == "0001_a.json"
+    assert baselines.select(key, str(key / "0002_nightly.json"), tmp_path)[0].path.name == "0002_nightly.json"
+    run, problem = baselines.select(key, "0003", tmp_path)
+    assert run is None and "no stored run in" in problem and "0002_nightly.json" in problem
+
+
+def test_numbering_keeps_sorting_past_9999(tmp_path):
+    stored(tmp_path, 9999, entry("fp32", 1.0))
+    path = storage.save(tmp_path, "next", b"{}")
+    assert path.name == "10000_next.json"
+    assert [p.name for p in storage.run_files(tmp_path)] == ["9999_run.json", "10000_next.json"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from perf import guards, inject, optimizations, options, pipelines, runner, stages, timing
+from perf import baselines, guards, inject, optimizations, options, pipelines, runner, stages, timing
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +82,8 @@ def test_from_pretrained_round_trip(tmp_path):
     assert pipelines.model_sample_size(folder) == 64
 
 
-class _Baseline:
-    def __init__(self, extra, median=1.0):
-        self._stages = {"cudagraphs": {"stats": {"median": median}, "extra_info": extra}}
-
-    def stages(self):
-        return self._stages
+def _plans(extra, median=1.0):
+    return {"cudagraphs": baselines.StagePlan("cudagraphs", entry={"stats": {"median": median}, "extra_info": extra})}
 
 
 @pytest.mark.parametrize("extra, seconds", [
@@ -96,7 +92,7 @@ class _Baseline:
 ])
 def test_injection_is_sized_from_the_baselines_gpu_time(extra, seconds):
     settings = dataclasses.replace(_settings(), inject_slowdown=0.05)
-    assert runner.Runner(settings, _Baseline(extra)).injected_seconds_per_call("cudagraphs") == pytest.approx(seconds)
+    assert runner.Runner(settings, _plans(extra)).injected_seconds_per_call("cudagraphs") == pytest.approx(seconds)
     assert runner.Runner(settings, None).injected_seconds_per_call("cudagraphs") == 0.0
 
 

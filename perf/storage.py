@@ -1,0 +1,297 @@
+"""Stored runs on disk: read like user input, written so that nothing stored is ever lost.
+
+A stored run is pytest-benchmark's own JSON (``pytest-benchmark compare`` reads it) in
+``<storage>/<hardware key>/NNNN_name.json``. Files are hand-copied, merged, truncated and
+edited in real repositories, so :func:`read` is the one validator every reader goes through
+(the baseline, the history, ``python -m perf.compare``): a file is used only if every number
+the gate or pytest-benchmark's table reads is finite and positive and every field has its
+type; any other file is skipped with one line naming the file and the field.
+
+:func:`save` never overwrites and never loses a finished run: it takes the next free number
+under a lock on the folder (concurrent saves get different numbers), writes a temporary file
+and hard-links it into place, so an interrupt leaves either nothing or the complete file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from .stats import finite_positive
+
+#: ``NNNN_name.json``: pytest-benchmark's numbering, which keeps sorting past 9999 here.
+RUN_FILE = re.compile(r"^(?P<number>\d{4,})_(?P<name>.+)\.json$")
+
+#: Longest file name most file systems take (ext4, APFS, NTFS: 255 bytes).
+NAME_MAX = 255
+PARTIAL_SUFFIX = ".partial"
+
+#: Statistics that pytest-benchmark's comparison table reads from a stored entry.
+_STATS_NUMBERS = ("min", "max", "mean", "median", "iqr", "ops")
+
+
+class StoredRunError(ValueError):
+    """A stored run that cannot be used; the message is one line naming the file and the field."""
+
+
+@dataclasses.dataclass
+class StoredRun:
+    path: Path
+    data: dict
+
+    @property
+    def number(self) -> int:
+        match = RUN_FILE.match(self.path.name)
+        return int(match["number"]) if match else 0
+
+    @property
+    def hardware(self) -> dict:
+        return self.data.get("machine_info") or {}
+
+    @property
+    def software(self) -> dict:
+        return (self.data.get("diffusers_perf") or {}).get("software") or {}
+
+    @property
+    def settings(self) -> dict:
+        return (self.data.get("diffusers_perf") or {}).get("settings") or {}
+
+    def entries(self) -> dict[str, dict]:
+        """Benchmark entries by stage name (from ``extra_info``, else from the test's parameter)."""
+        found = {}
+        for bench in self.data["benchmarks"]:
+            stage = (bench.get("extra_info") or {}).get("stage") or (bench.get("params") or {}).get("perf_stage")
+            if isinstance(stage, str) and stage:
+                found[stage] = bench
+        return found
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read(path: Path) -> StoredRun:
+    """Load and validate one stored run; raise :class:`StoredRunError` with the reason."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoredRunError(f"stored run {path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not text.strip():
+        raise StoredRunError(f"stored run {path}: is empty")
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            what = "is truncated" if exc.pos >= len(text.rstrip()) - 1 else "is not valid JSON"
+            raise StoredRunError(f"stored run {path}: {what} ({exc.msg} at line {exc.lineno}); "
+                                 "record a new one") from None
+        raise StoredRunError(f"stored run {path}: {exc}") from None
+    except RecursionError:
+        raise StoredRunError(f"stored run {path}: is nested too deeply to be a pytest-benchmark file") from None
+    problem = validate(data)
+    if problem:
+        raise StoredRunError(f"stored run {path}: {problem}; skipped")
+    return StoredRun(path=path, data=data)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"holds {name}, which is no number a timing can be")
+
+
+def validate(data) -> str | None:
+    """What is wrong with a stored run's content, in a few words naming the field; None if usable."""
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        return "not a pytest-benchmark file (no 'benchmarks' list)"
+    for field in ("machine_info", "diffusers_perf", "commit_info"):
+        if field in data and data[field] is not None and not isinstance(data[field], dict):
+            return f"'{field}' is {type(data[field]).__name__}, not an object"
+    if not isinstance(data.get("machine_info"), dict):
+        return "'machine_info' is missing"
+    for field in ("software", "settings"):
+        value = (data.get("diffusers_perf") or {}).get(field)
+        if value is not None and not isinstance(value, dict):
+            return f"'diffusers_perf.{field}' is {type(value).__name__}, not an object"
+    for index, bench in enumerate(data["benchmarks"]):
+        problem = _validate_entry(bench)
+        if problem:
+            return f"benchmarks[{index}]: {problem}"
+    return None
+
+
+def _validate_entry(bench) -> str | None:
+    if not isinstance(bench, dict):
+        return "is not an object"
+    if not isinstance(bench.get("fullname"), str):
+        return "lacks 'fullname'"
+    stats = bench.get("stats")
+    if not isinstance(stats, dict) or "median" not in stats:
+        return "lacks 'stats.median'"
+    for field in _STATS_NUMBERS:
+        if field in stats and not _number(stats[field], positive=field in ("median", "min", "mean")):
+            return f"'stats.{field}' is {stats[field]!r}, not a finite number"
+    if not _number(stats["median"], positive=True):
+        return f"'stats.median' is {stats['median']!r}, not a finite positive number"
+    if "stddev" in stats and not _number(stats["stddev"]):
+        return f"'stats.stddev' is {stats['stddev']!r}, not a finite number"
+    if "rounds" in stats and not (isinstance(stats["rounds"], int) and not isinstance(stats["rounds"], bool)
+                                  and stats["rounds"] >= 1):
+        return f"'stats.rounds' is {stats['rounds']!r}, not a count"
+    data = stats.get("data")
+    if not isinstance(data, list) or not data:
+        return "lacks the raw rounds 'stats.data' the rank test needs"
+    if not finite_positive(data):
+        return "'stats.data' holds a value that is not a finite positive number of seconds"
+    extra = bench.get("extra_info")
+    if extra is not None and not isinstance(extra, dict):
+        return f"'extra_info' is {type(extra).__name__}, not an object"
+    extra = extra or {}
+    if "stage" in extra and not isinstance(extra["stage"], str):
+        return f"'extra_info.stage' is {extra['stage']!r}, not a name"
+    gpu = extra.get("gpu_seconds")
+    if gpu is not None and not (isinstance(gpu, list) and finite_positive(gpu)):
+        return "'extra_info.gpu_seconds' holds a value that is not a finite positive number of seconds"
+    memory = extra.get("peak_memory_bytes")
+    if memory is not None and not (isinstance(memory, int) and not isinstance(memory, bool) and memory >= 0):
+        return f"'extra_info.peak_memory_bytes' is {memory!r}, not a byte count"
+    for field in ("params", "options"):
+        if bench.get(field) is not None and not isinstance(bench[field], dict):
+            return f"'{field}' is {type(bench[field]).__name__}, not an object"
+    return None
+
+
+def _number(value, positive: bool = False) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return value > 0 if positive else value >= 0
+
+
+def run_files(folder: Path) -> list[Path]:
+    """Stored runs in a hardware folder, oldest first (pytest-benchmark's ``NNNN_`` numbering)."""
+    try:
+        files = [p for p in folder.iterdir() if RUN_FILE.match(p.name) and p.is_file()]
+    except OSError:
+        return []
+    return sorted(files, key=lambda p: (int(RUN_FILE.match(p.name)["number"]), p.name))
+
+
+def read_folder(folder: Path) -> tuple[list[StoredRun], list[str]]:
+    """Every usable stored run in ``folder``, oldest first, and one line per file skipped."""
+    runs, problems = [], []
+    for path in run_files(folder):
+        try:
+            runs.append(read(path))
+        except StoredRunError as exc:
+            problems.append(str(exc))
+    return runs, problems
+
+
+# -- writing --------------------------------------------------------------------------------------
+
+
+def check_save_name(name: str) -> str | None:
+    """Why ``--benchmark-save=name`` could not become a file name; None if it can."""
+    longest = f"{'9' * 6}_{name}.json"
+    if len(longest.encode()) > NAME_MAX:
+        return (f"--benchmark-save: the name is {len(name.encode())} bytes; with its number a file name "
+                f"may hold at most {NAME_MAX - 12} bytes of it")
+    if name.startswith(".") or "\x00" in name:
+        return "--benchmark-save: the name must not start with '.' or hold a NUL byte"
+    return None
+
+
+def check_writable_folder(folder: Path, what: str) -> str | None:
+    """Why files could not be written into ``folder`` (made if missing); None if they can."""
+    existing = folder
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return f"{what} {folder}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{what} {folder}: {existing} is not writable"
+    return None
+
+
+def _folder_lock(folder: Path):
+    """An exclusive lock on the folder itself (no lock file to leave behind); a no-op where flock is missing."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the hard link below still refuses to overwrite
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def locked():
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    return locked()
+
+
+def next_number(folder: Path) -> int:
+    numbers = [int(RUN_FILE.match(p.name)["number"]) for p in run_files(folder)]
+    return max(numbers, default=0) + 1
+
+
+def save(folder: Path, name: str, payload: bytes) -> Path:
+    """Write ``payload`` as the next ``NNNN_name.json`` in ``folder`` and return its path.
+
+    Under a lock on the folder: stale ``.partial`` files of killed saves are removed, the next
+    free number is taken, the bytes go to a temporary file that is flushed to disk and then
+    hard-linked into place (``os.link`` fails if the name exists, unlike ``rename``). A save
+    racing a process that does not take the lock retries with the next number.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(folder):
+        for stale in folder.glob(f".*{PARTIAL_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        for _ in range(100):
+            path = folder / f"{next_number(folder):04d}_{name}.json"
+            try:
+                write_new(path, payload)
+                return path
+            except FileExistsError:
+                continue
+    raise FileExistsError(f"{folder}: no free run number after 100 tries")
+
+
+def write_new(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` or not at all; never replace an existing file.
+
+    The file gets the permissions of any new file (the user's umask), not the 0600 of a
+    temporary file, so a CI step running as another user can read it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=PARTIAL_SUFFIX)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise FileExistsError(f"{path} already exists; the suite never overwrites a stored run") from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            if path.exists():  # file systems without hard links: rename, after checking
+                raise FileExistsError(f"{path} already exists; the suite never overwrites a stored run") from None
+            os.rename(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,206 @@
+"""A green build means compared: each way the gate used to pass without judging, end to end on CPU.
+
+Faults are made on purpose with small ``-p`` plugins (a slower UNet call, a stage that starts
+skipping or failing), so every test shows both sides: the unchanged run passes, the fault fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from perf import compare, storage
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="sized for the tiny pipeline on CPU")
+
+H100 = Path(__file__).resolve().parents[1] / "baselines" / "NVIDIA_H100_80GB_HBM3-x1"
+REPORTS = Path(__file__).resolve().parents[1] / "reports" / "h100"
+
+#: Every generation 0.2 s slower: about 2x on the tiny fp32 stage at 32 px, whatever the machine's load.
+SLOWER = """
+import time
+from perf import runner
+
+_generate = runner.Runner._generate
+
+
+def _slower(self, pipe, steps):
+    time.sleep(0.2)
+    return _generate(self, pipe, steps)
+
+
+runner.Runner._generate = _slower
+"""
+
+BF16_SKIPS = """
+from perf import runner
+
+_skip_reason = runner.Runner.skip_reason
+runner.Runner.skip_reason = lambda self, name: "xFormers-like: stopped importing" if name == "bf16" else _skip_reason(self, name)
+"""
+
+BF16_FAILS = """
+from perf import runner
+
+_build = runner.Runner.build
+
+
+def build(self, name):
+    if name == "bf16":
+        raise RuntimeError("a recipe that broke")
+    return _build(self, name)
+
+
+runner.Runner.build = build
+"""
+
+
+def test_saving_while_comparing_still_judges(suite):
+    """pytest-benchmark saves before the gate reads history: the current run must not be its own noise."""
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
+    slow = suite.run("--perf-stages=fp32", "--benchmark-autosave", "--benchmark-compare", plugins={"slower": SLOWER})
+    assert slow.ret == pytest.ExitCode.TESTS_FAILED, slow.stdout.str()
+    slow.stdout.fnmatch_lines(["REGRESSION fp32: latency +*", "*1 failed*"])
+    assert suite.last_line(slow).startswith("diffusers-perf: FAIL, 1 of 1 stages regressed (fp32 latency +")
+    assert len(suite.saved()) == 1  # a regressed run never becomes a baseline
+    assert "not saved: fp32 failed or regressed" in slow.stdout.str()
+
+    same = suite.run("--perf-stages=fp32", "--benchmark-autosave", "--benchmark-compare")
+    assert same.ret == 0, same.stdout.str()
+    assert suite.last_line(same).startswith("diffusers-perf: PASS, 1 of 1 stages compared, none regressed")
+    assert len(suite.saved()) == 2
+
+    again = suite.run("--perf-stages=fp32", "--benchmark-save=x", "--benchmark-compare", plugins={"slower": SLOWER})
+    assert again.ret == pytest.ExitCode.TESTS_FAILED, again.stdout.str()
+
+
+def test_a_stage_that_stops_running_fails_unless_allowed(suite):
+    assert suite.run("--perf-stages=fp32,bf16", "--benchmark-save=base").ret == 0
+    result = suite.run("--perf-stages=bf16", "--benchmark-compare", plugins={"bf16_skips": BF16_SKIPS})
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*NOT COMPARED bf16: 0001_base.json holds it, but it skipped now: xFormers-like*"])
+    allowed = suite.run("--perf-stages=bf16", "--benchmark-compare", "--perf-allow-uncompared",
+                        plugins={"bf16_skips": BF16_SKIPS})
+    assert allowed.ret == 0
+    assert "1 not compared (allowed by --perf-allow-uncompared): bf16" in suite.last_line(allowed)
+
+
+def test_a_failing_stage_never_saves_a_partial_baseline(suite):
+    result = suite.run("--perf-stages=fp32,bf16", "--benchmark-save=nightly", plugins={"bf16_fails": BF16_FAILS})
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert suite.saved() == []
+    result.stdout.fnmatch_lines(["*not saved: bf16 failed or regressed*"])
+
+
+def test_baseline_skips_newer_runs_of_other_settings_and_selectors_must_match(suite):
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
+    assert suite.run("--perf-stages=fp32", "--perf-steps=3", "--benchmark-save=three").ret == 0
+    result = suite.run("--perf-stages=fp32", "--benchmark-compare")
+    assert result.ret in (0, pytest.ExitCode.TESTS_FAILED)  # judged (a loaded CI machine may drift), never skipped
+    assert "stages compared" in suite.last_line(result) or "regressed" in suite.last_line(result)
+    assert suite.last_line(result).endswith("vs 0001_base.json")
+
+    missing = suite.run("--perf-stages=fp32", "--benchmark-compare=0009")
+    assert missing.ret == pytest.ExitCode.USAGE_ERROR
+    missing.stderr.fnmatch_lines(["ERROR: --benchmark-compare=0009: no stored run in * matches '0009'*"])
+    key = suite.key_folder().name
+    keyed = suite.run("--perf-stages=fp32", f"--benchmark-compare={key}/0002", "--perf-allow-uncompared")
+    keyed.stdout.fnmatch_lines(["*fp32: not compared — 0002_three.json measured it another way (steps 3 -> 2)*"])
+
+
+def test_another_timer_is_not_compared(suite):
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base", "--benchmark-timer=time.process_time").ret == 0
+    result = suite.run("--perf-stages=fp32", "--benchmark-compare")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*NOT COMPARED fp32: 0001_base.json measured it another way "
+                                 "(timer 'process_time' -> 'perf_counter')*"])
+
+
+def test_plugin_loaded_with_p_keeps_the_hardware_key(suite):
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
+    result = suite.run("--perf-stages=fp32", "--benchmark-compare", "--noconftest",
+                       "-p", "perf.options", "-p", "perf.plugin", "-p", "perf.fixtures")
+    assert "from other hardware" not in result.stdout.str()
+    assert "1 of 1 stages" in suite.last_line(result) and "not compared" not in suite.last_line(result)
+
+
+def test_benchmark_compare_fail_speaks_through_the_one_verdict(suite):
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
+    result = suite.run("--perf-stages=fp32", "--benchmark-compare", "--benchmark-compare-fail=median:5%",
+                       plugins={"slower": SLOWER})
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["REGRESSION fp32: *median +*% > --benchmark-compare-fail median:5%*"])
+    assert "PerformanceRegression" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--perf-stages=,"], "--perf-stages: ',' names no stage"),
+    (["--perf-min-rounds=4"], "--perf-min-rounds=4: with 4 rounds a side the rank test cannot reach p < 0.01"),
+    (["--perf-gpu-rounds=3"], "--perf-gpu-rounds=3: with 3 rounds a side"),
+    (["--benchmark-compare", "--perf-inject-slowdown=nan"], "--perf-inject-slowdown: must be a finite number"),
+    (["--benchmark-compare", "--perf-inject-slowdown=inf"], "--perf-inject-slowdown: must be a finite number"),
+    (["--benchmark-compare", "--benchmark-disable"], "--benchmark-disable times nothing"),
+    (["--benchmark-compare-fail=median:5%"], "--benchmark-compare-fail judges a comparison"),
+])
+def test_inputs_that_cannot_be_judged_are_refused(suite, args, expected):
+    result = suite.run("--perf-stages=fp32", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    [line] = [line for line in result.errlines if line.startswith("ERROR:")]
+    assert expected in line
+
+
+def test_rounds_that_cannot_reach_significance_against_the_baseline_are_refused(suite):
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
+    [saved] = suite.saved()
+    data = json.loads(saved.read_text())
+    data["benchmarks"][0]["stats"]["data"] = data["benchmarks"][0]["stats"]["data"][:2]
+    saved.write_text(json.dumps(data))
+    result = suite.run("--perf-stages=fp32", "--benchmark-compare")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "against the 2 rounds of fp32 in 0001_base.json the rank test cannot reach p < 0.01; use at least 13" \
+        in result.stderr.str()
+
+
+def test_rejudging_the_h100_injection_copied_beside_its_baseline_is_a_regression(tmp_path, capsys):
+    """The H100 files: inject3.json saved as 0004 next to 0003 must not become its own noise."""
+    folder = tmp_path / H100.name
+    shutil.copytree(H100, folder)
+    shutil.copy(REPORTS / "inject3.json", folder / "0004_inject3.json")
+    assert compare.main([str(folder / "0003_h100.json"), str(folder / "0004_inject3.json")]) == 1
+    out = capsys.readouterr().out
+    assert "diffusers-perf: FAIL, 10 of 10 stages regressed" in out.splitlines()[-1]
+    assert compare.main([str(folder / "0003_h100.json"), str(REPORTS / "rerun4.json")]) == 0
+
+
+def test_h100_run_without_gpu_time_gets_the_wall_floor_of_a_stage_without_it(tmp_path, capsys):
+    """Case 5: sdpa 2x slower with its GPU samples removed passed 'within 135%' under the host floor."""
+    run = json.loads((REPORTS / "rerun4.json").read_text())
+    for bench in run["benchmarks"]:
+        bench["extra_info"].pop("gpu_seconds", None)
+        bench["stats"]["data"] = [x * 2 for x in bench["stats"]["data"]]
+        bench["stats"]["median"] *= 2
+    run["benchmarks"] = [b for b in run["benchmarks"] if b["extra_info"]["stage"] == "sdpa"]
+    for gpu_rounds, expected in ((0, "REGRESSION sdpa: latency +"), (5, "NOT COMPARED sdpa: the profiler saw no GPU")):
+        run["diffusers_perf"]["settings"]["gpu_rounds"] = gpu_rounds
+        path = tmp_path / f"run{gpu_rounds}.json"
+        path.write_text(json.dumps(run))
+        assert compare.main([str(H100 / "0003_h100.json"), str(path)]) == 1
+        out = capsys.readouterr().out
+        assert expected in out, out
+        if gpu_rounds == 0:  # sdpa's own threshold from its wall-time noise, not 2.0 x (1 - 32 % busy) = 135 %
+            threshold = float(re.search(r"latency \+[\d.]+% > threshold ([\d.]+)%", out).group(1))
+            assert 10.0 <= threshold < 30.0
+
+
+def test_a_baseline_with_nan_rounds_is_skipped_with_one_line(tmp_path):
+    data = json.loads((H100 / "0003_h100.json").read_text())
+    data["benchmarks"][0]["stats"]["data"][0] = float("nan")
+    path = tmp_path / "0001_nan.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(storage.StoredRunError, match="0001_nan.json: holds NaN"):
+        storage.read(path)

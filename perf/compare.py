@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     for verdict in verdicts:
         if verdict.failing:
             print(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}")
-    line, failed = report.final_line(verdicts, policy, [args.baseline.name], [], "")
+    line, failed = report.final_line(verdicts, policy, [args.baseline.name], [])
     print(line)
     return 1 if failed else 0
 

@@ -49,6 +49,7 @@ class PerfSession:
     verdicts: dict[str, gate.Verdict] = dataclasses.field(default_factory=dict)
     not_saved: str = ""
     save_error: str = ""
+    save_short: str = ""  # the same, in a few words, for the final line
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
         """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
@@ -228,6 +229,7 @@ def _save(perf: PerfSession, output_json: dict, save: str) -> None:
                 break
             except OSError:
                 fallback = None
+        perf.save_short = f"save failed, run kept in {fallback}" if fallback else "save failed, run lost"
         perf.save_error = (f"could not save the run in {folder} ({exc.strerror or exc}); "
                            + (f"it was written to {fallback} instead: move it into {folder} as NNNN_{save}.json"
                               if fallback else "no fallback file could be written either"))
@@ -249,6 +251,7 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
                               "a baseline; fix it, or record without --benchmark-compare to accept the change")
         if perf.not_saved:
             bs.save = bs.autosave = None
+            perf.save_short = "not saved"
     yield
 
 
@@ -311,7 +314,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     line, failed = report.final_line(perf.ordered_verdicts(), perf.policy,
                                      [run.path.name for run in perf.plan.baselines()] if perf.plan else [],
-                                     perf.saved, perf.save_error or perf.not_saved)
+                                     perf.saved, perf.save_short, bool(perf.save_error))
     terminal.write_line(line, red=failed, green=not failed, bold=True)
 
 

@@ -82,7 +82,8 @@ def markdown(title: str, verdicts, results, missing, context) -> str:
     return "\n".join(lines) + "\n"
 
 
-def final_line(verdicts, policy, baseline_names: list[str], saved: list[Path], save_problem: str) -> tuple[str, bool]:
+def final_line(verdicts, policy, baseline_names: list[str], saved: list[Path], save_note: str = "",
+               save_failed: bool = False) -> tuple[str, bool]:
     """The run's verdict in one line, and whether it fails the build.
 
     ``diffusers-perf: FAIL, 1 of 2 stages regressed (fp32 latency +27.3% > threshold 15.0%) vs 0002_b.json``
@@ -93,7 +94,7 @@ def final_line(verdicts, policy, baseline_names: list[str], saved: list[Path], s
     broken = [v for v in verdicts if v.status == "failed"]
     uncompared = [v for v in verdicts if v.status == "not compared"]
     skipped = [v for v in verdicts if v.status == "skipped"]
-    failed = any(v.failing for v in verdicts) or bool(save_problem and not save_problem.startswith("not saved"))
+    failed = any(v.failing for v in verdicts) or save_failed
     parts = []
     if policy.compare:
         if regressed:
@@ -113,8 +114,8 @@ def final_line(verdicts, policy, baseline_names: list[str], saved: list[Path], s
         parts.append(f"{len(skipped)} skipped")
     if saved:
         parts.append("saved " + ", ".join(path.name for path in saved))
-    elif save_problem:
-        parts.append(save_problem.split(":")[0])
+    elif save_note:
+        parts.append(save_note)
     line = f"diffusers-perf: {'FAIL' if failed else 'PASS'}, " + "; ".join(parts)
     if policy.compare and baseline_names:
         line += " vs " + ", ".join(baseline_names)

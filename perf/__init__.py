@@ -10,10 +10,14 @@ Where things are:
 * ``timing.py``        synchronize, warm up, size the rounds
 * ``guards.py``        black / NaN / flat image guard
 * ``flops.py``         FLOPs per generation and the device's measured peak
-* ``baselines.py``     hardware key, reading and atomic writing of baselines
-* ``gate.py``          per-stage thresholds, rank test, bootstrap, verdicts
-* ``report.py``        the table, in the terminal, Markdown and the GitHub job summary
+* ``storage.py``       stored runs on disk: the one validator, numbered saves that never overwrite
+* ``baselines.py``     hardware key, and the rule: which stored run a stage is compared with, its history
+* ``stats.py``         rank test, bootstrap, robust and run-to-run spread (no verdicts)
+* ``gate.py``          per-stage thresholds and verdicts: what "compared" and "regressed" mean
+* ``report.py``        the table, in the terminal, Markdown and the GitHub job summary; the final line
+* ``preflight.py``     every output the run will write, checked before the first stage
 * ``options.py``, ``plugin.py``  command-line options and pytest hooks
+* ``compare.py``       ``python -m perf.compare BASELINE RUN``: re-judge a saved run
 """
 
 __version__ = "0.1.0"

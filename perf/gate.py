@@ -24,6 +24,10 @@ kernel, an extra op) fails the stage at a few percent whatever the host did. Onl
 time is compared does wall time get the wider host floor; a run without GPU time is judged on
 wall time as a stage without GPU time would be.
 
+**Host-work counters** (:mod:`perf.counters`) are exact where time is not: a new sync, a
+device-to-host copy, a graph break or a recompilation fails on any increase; kernel launches and
+aten ops beyond 2 %, Python calls beyond 5 %. Every change is reported, a lighter stage is not failed.
+
 Peak GPU memory is near-deterministic, so it fails on growth beyond ``MEMORY_THRESHOLD``
 plus a small absolute slack for allocator rounding. ``--benchmark-compare-fail`` expressions
 are judged here too, so the user sees one verdict per stage.
@@ -39,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 
-from . import stages
+from . import counters, stages
 from .baselines import StagePlan, gpu_samples
 from .stats import bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv, smallest_p
 
@@ -48,11 +52,15 @@ MEMORY_THRESHOLD = 0.05
 MEMORY_SLACK_BYTES = 32 * 2**20
 NOISE_MULTIPLE = 2.0
 
-#: Floor of every stage's threshold on a device, where its runs drift more than stages declare.
-#: CPU: a 2-core CI machine slows under sustained load; 12 back-to-back unchanged runs of
-#: ``tiny`` went fp32 0.388 -> 0.436 s (+12 %), bf16 0.130 -> 0.148 s (+14 %), while the
-#: rounds of each run spread 1-3 %. Stored baselines recorded back to back do not see it.
-DEVICE_MIN_EFFECT = {"cpu": 0.15}
+#: Floor of every stage's wall-time threshold on a device, where its runs drift more than stages
+#: declare. CPU: the 2-core CI machine moves between unchanged runs far more than within one. Against
+#: a pair of recordings, 18 clean unchanged runs of ``tiny`` (2 steps, 64 px, rounds of 0.45 s)
+#: changed fp32 -4 % ... +33 % and bf16 -7 % ... +21 %, while each run's rounds spread 1-3 %;
+#: the issue that asked for this saw +17.6 %, +18.9 % and +32.9 % in 25 (``reports/cpu/``). With
+#: the earlier 15 % a single recording false-alarmed about one run in eight. 40 % sits above the
+#: worst seen: on CPU wall time catches gross slowdowns, and the host-work counters
+#: (:mod:`perf.counters`) catch more work of any size.
+DEVICE_MIN_EFFECT = {"cpu": 0.40}
 
 #: Floor of every stage's GPU-busy-time threshold. GPU work repeats closely: ``fp32``, whose
 #: GPU is busy 94 % of the time, spread 2 % (max/min, CV 0.7 %) over five unchanged H100 runs
@@ -151,6 +159,7 @@ class Verdict:
     baseline_median: float | None = None
     gpu: LatencyComparison | None = None  # GPU busy time, where both runs profiled it
     baseline: str | None = None  # the stored run's file name
+    counter_changes: list = dataclasses.field(default_factory=list)  # perf.counters.Change, all of them
     failing: bool = False
     headline: str = ""  # the shortest form of the problem, for the final line
 
@@ -230,7 +239,11 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
         problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
                         f"(+{(memory_ratio - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
     problems += _compare_fail(policy.compare_fail, result.rounds, bench["stats"])
-    fields.update(latency=latency, gpu=gpu, memory_ratio=memory_ratio)
+    changes = counters.compare((bench.get("extra_info") or {}).get("counters") or {}, result.extra.get("counters") or {})
+    steps = result.extra.get("steps")
+    problems += [change.describe(steps) for change in changes if change.regressed]
+    notes += [change.describe(steps) for change in changes if not change.regressed]
+    fields.update(latency=latency, gpu=gpu, memory_ratio=memory_ratio, counter_changes=changes)
     if problems:
         return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
                        headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)

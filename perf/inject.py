@@ -1,6 +1,13 @@
 """Faults injected on purpose, to prove that the guard and the gate catch what they claim to.
 
 ``--perf-inject-nan`` puts a NaN into the VAE's output: the black/NaN guard must fail the stage.
+``--perf-inject-sync`` reads one value of the latents back to the host in every scheduler step
+(``.item()``, the usual way a sync sneaks into a pipeline): one more ``cudaStreamSynchronize``
+and device-to-host copy per step on CUDA, more aten ops on CPU; the counters must fail it.
+``--perf-inject-host-work=F`` runs Python calls worth ``F`` times the baseline's wall seconds
+per step in every scheduler step: the Python-call counter, and on a GPU-bound stage wall time,
+must fail it. ``--perf-inject-recompile`` makes a guard of the compiled UNet fail on every call
+(a Python value it reads changes), so ``torch.compile`` recompiles: the counters must fail it.
 ``--perf-inject-slowdown=F`` adds work to every UNet call worth ``F`` times the baseline's
 GPU busy seconds per denoising step (wall seconds where the baseline has no GPU time), so
 0.05 is 5 % more GPU work. The work is a custom operator that spins (a GPU spin kernel on
@@ -65,3 +72,60 @@ def nan_in_vae(pipe) -> None:
         return output * float("nan")
 
     pipe.vae.decoder.register_forward_hook(hook)
+
+
+def sync_every_step(pipe) -> None:
+    """Read one latent value back to the host after every scheduler step."""
+    step = pipe.scheduler.step
+
+    def stepped(model_output, timestep, sample, *args, **kwargs):
+        out = step(model_output, timestep, sample, *args, **kwargs)
+        latents = out[0] if isinstance(out, tuple) else out.prev_sample
+        latents.flatten()[0].item()
+        return out
+
+    pipe.scheduler.step = stepped
+
+
+def _noop() -> None:
+    pass
+
+
+def python_work(calls: int) -> None:
+    for _ in range(calls):
+        _noop()
+
+
+@functools.lru_cache(maxsize=None)
+def python_calls_per_second() -> float:
+    """How many trivial Python calls this host makes in a second (calibrated once)."""
+    calls = 200_000
+    start = time.perf_counter()
+    python_work(calls)
+    return calls / (time.perf_counter() - start)
+
+
+def host_work_every_step(pipe, seconds_per_step: float) -> int:
+    """Python calls worth ``seconds_per_step`` before every scheduler step; returns the calls per step."""
+    calls = int(seconds_per_step * python_calls_per_second())
+    if calls <= 0:
+        return 0
+    step = pipe.scheduler.step
+
+    def stepped(*args, **kwargs):
+        python_work(calls)
+        return step(*args, **kwargs)
+
+    pipe.scheduler.step = stepped
+    return calls
+
+
+def recompile_every_call(pipe) -> None:
+    """A hook inside the UNet whose output depends on a Python int that changes on every call."""
+    state = {"calls": 0}
+
+    def hook(module, args, output):
+        state["calls"] += 1
+        return output + 0 * state["calls"]
+
+    pipe.unet.time_embedding.register_forward_hook(hook)

@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from . import gate, pipelines, stages
 from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
@@ -58,8 +59,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "another recipe, a stage that now skips, ...) pass; the final line still counts them")
     group.addoption("--perf-no-flops", action="store_true",
                     help="skip counting FLOPs and measuring the device's peak (saves a few seconds)")
+    group.addoption("--perf-no-counters", action="store_true",
+                    help="skip the round that counts host work (kernels, syncs, copies, aten ops, Python calls), "
+                         "which the gate compares exactly")
     group.addoption("--perf-inject-nan", action="store_true",
                     help="(proves the guard) put a NaN into the VAE's output: every stage must fail")
+    group.addoption("--perf-inject-sync", action="store_true",
+                    help="(proves the counters) read one latent value back to the host in every scheduler step")
+    group.addoption("--perf-inject-host-work", metavar="FRACTION", type=float, default=0.0,
+                    help="(proves the counters and the wall-time gate) Python calls worth FRACTION of the "
+                         "baseline's wall seconds per step, in every scheduler step; needs --benchmark-compare")
+    group.addoption("--perf-inject-recompile", action="store_true",
+                    help="(proves the counters) make the compiled UNet recompile: a guard fails on every call")
     group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
                     help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
                          "baseline's GPU busy time per step (its wall time per step where it has none); "
@@ -79,8 +90,17 @@ class Settings:
     count_flops: bool
     inject_nan: bool
     inject_slowdown: float
+    inject_sync: bool = False
+    inject_host_work: float = 0.0
+    inject_recompile: bool = False
     host_drift: float | None = None
     allow_uncompared: bool = False
+
+    @property
+    def injecting(self) -> bool:
+        """Whether a fault is injected on purpose: such a run is never saved."""
+        return bool(self.inject_nan or self.inject_slowdown or self.inject_sync or self.inject_host_work
+                    or self.inject_recompile)
 
     @property
     def label(self) -> str:
@@ -147,14 +167,22 @@ def settings_from(config: pytest.Config) -> Settings:
                 f"regression could ever fail; use at least {fewest_rounds()}"
                 + (" (or 0 to turn GPU time off)" if option == "--perf-gpu-rounds" else "")
             )
+    for option in ("--perf-inject-slowdown", "--perf-inject-host-work"):
+        fraction = get(option[2:].replace("-", "_"))
+        if fraction < 0:
+            raise pytest.UsageError(f"{option}: must be a fraction >= 0, got {fraction}")
+        if fraction > 10:
+            raise pytest.UsageError(f"{option}: {fraction} would make each stage {fraction + 1:.0f}x slower; "
+                                    "a fraction such as 0.05 proves the gate")
+        if fraction and not get("benchmark_compare"):
+            raise pytest.UsageError(f"{option} sizes the injected work from a baseline: add --benchmark-compare")
+    if get("perf_inject_sync") and not torch.cuda.is_available():
+        raise pytest.UsageError("--perf-inject-sync adds a host-device sync, which needs CUDA; "
+                                "on CPU prove the counters with --perf-inject-host-work")
+    if get("perf_inject_recompile") and not any(stages.recipe(name).compile for name in selected):
+        raise pytest.UsageError("--perf-inject-recompile acts on torch.compile stages (compile, cudagraphs); "
+                                "none of the selected stages compiles")
     slowdown = get("perf_inject_slowdown")
-    if slowdown < 0:
-        raise pytest.UsageError(f"--perf-inject-slowdown: must be a fraction >= 0, got {slowdown}")
-    if slowdown > 10:
-        raise pytest.UsageError(f"--perf-inject-slowdown: {slowdown} would make each stage {slowdown + 1:.0f}x slower; "
-                                "a fraction such as 0.05 proves the gate")
-    if slowdown and not get("benchmark_compare"):
-        raise pytest.UsageError("--perf-inject-slowdown sizes the injected work from a baseline: add --benchmark-compare")
     report = (get("perf_report") or "").strip()
 
     return Settings(
@@ -170,11 +198,15 @@ def settings_from(config: pytest.Config) -> Settings:
             max_rounds=get("perf_max_rounds"),
             max_time=get("perf_max_time"),
             gpu_rounds=get("perf_gpu_rounds"),
+            count_host_work=not get("perf_no_counters"),
         ),
         report=None if report.lower() in ("", "none") else Path(report),
         count_flops=not get("perf_no_flops"),
         inject_nan=get("perf_inject_nan"),
         inject_slowdown=slowdown,
+        inject_sync=get("perf_inject_sync"),
+        inject_host_work=get("perf_inject_host_work"),
+        inject_recompile=get("perf_inject_recompile"),
         host_drift=get("perf_host_drift"),
         allow_uncompared=get("perf_allow_uncompared"),
     )
@@ -203,7 +235,8 @@ def _check_numbers(get) -> None:
             raise pytest.UsageError(f"{option}: {value} is more than the suite takes (at most {LIMITS[option]})")
     for option, value, low in (("--perf-max-time", get("perf_max_time"), "positive seconds"),
                                ("--perf-host-drift", get("perf_host_drift"), "0 or more"),
-                               ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0")):
+                               ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0"),
+                               ("--perf-inject-host-work", get("perf_inject_host_work"), "a fraction >= 0")):
         if value is not None and not math.isfinite(value):
             raise pytest.UsageError(f"{option}: must be a finite number ({low}), got {value}")
     if get("perf_host_drift") is not None and get("perf_host_drift") < 0:

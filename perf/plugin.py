@@ -117,16 +117,16 @@ def pytest_configure(config: pytest.Config) -> None:
                          host_drift=settings.host_drift, gpu_rounds=settings.budget.gpu_rounds,
                          compare_fail=tuple(opt.benchmark_compare_fail or ()))
     opt.benchmark_compare_fail = None  # judged by the gate, with the suite's rule: one verdict per stage
-    if settings.inject_slowdown and (plan is None or not plan.baselines()):
-        raise pytest.UsageError("--perf-inject-slowdown sizes the injected work from a baseline, and none was found "
-                                f"for this hardware; record one first with `{RECORD_COMMAND}`")
+    if (settings.inject_slowdown or settings.inject_host_work) and (plan is None or not plan.baselines()):
+        raise pytest.UsageError("--perf-inject-slowdown and --perf-inject-host-work size the injected work from a "
+                                f"baseline, and none was found for this hardware; record one first with `{RECORD_COMMAND}`")
     config._perf = PerfSession(settings=settings, runner=Runner(settings, plan.stages if plan else None),
                                storage=root, key=key, policy=policy, plan=plan, context=context)
 
 
 def _check_benchmark_options(config: pytest.Config, settings: options.Settings, compare: bool, saving: bool) -> None:
     opt = config.option
-    if (settings.inject_nan or settings.inject_slowdown) and saving:
+    if settings.injecting and saving:
         raise pytest.UsageError("--perf-inject-* break the pipeline on purpose: never record a baseline with them "
                                 "(drop --benchmark-save/--benchmark-autosave)")
     if getattr(opt, "benchmark_disable", False) and compare:

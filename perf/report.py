@@ -53,7 +53,8 @@ def _num(value, fmt: str) -> str:
 def _notes(verdicts, missing, context, skipped: bool = True) -> list[str]:
     """Lines under the table; pytest's own summary (``-ra``) already gives skip reasons in the terminal."""
     notes = [f"{v.stage}: {v.status} — {v.detail}" for v in verdicts
-             if v.detail and v.status not in ("ok", "measured") and (skipped or v.status != "skipped")]
+             if v.detail and (v.status not in ("ok", "measured") or v.counter_changes)
+             and (skipped or v.status != "skipped")]
     if missing:
         notes.append(f"in the baseline but not run: {', '.join(missing)}")
     notes.extend(context)
@@ -73,9 +74,12 @@ def terminal(verdicts, results, missing, context, write_line) -> None:
 
 def markdown(title: str, verdicts, results, missing, context) -> str:
     lines = [f"## {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    legend = ("threshold: the smallest slowdown of the median the gate fails for this stage here, "
+              "wall time / GPU time (from the stage's floor and its measured noise)")
     for row in rows(verdicts, results):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     notes = _notes(verdicts, missing, context)
+    lines += ["", f"_{legend}_"]
     if notes:
         lines.append("")
         lines.extend(f"- {note}" for note in notes)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import baselines, flops, guards, inject, optimizations, pipelines, requirements, stages, timing
+from . import baselines, counters, flops, guards, inject, optimizations, pipelines, requirements, stages, timing
 from .options import Settings
 from .stats import robust_cv
 
@@ -52,6 +52,7 @@ class Runner:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.results: dict[str, StageResult] = {}
         self._flops: int | None = None
+        self._dynamo_before: dict[str, int] = {}  # dynamo's totals when the current stage was built
         self._software: dict | None = None
         self._hardware: dict | None = None
 
@@ -64,6 +65,7 @@ class Runner:
         """The stage's pipeline, ready to time. Call inside ``optimizations.tf32(recipe.tf32)``."""
         s = self.settings
         recipe = stages.recipe(name)
+        self._dynamo_before = counters.dynamo_state()
         if s.model is not None:
             pipe = pipelines.load(s.model, self.device)
         else:
@@ -78,6 +80,12 @@ class Runner:
                 inject.slow_down_unet(pipe, self.injected_seconds_per_call(name))
             if s.inject_nan:
                 inject.nan_in_vae(pipe)
+            if s.inject_sync:
+                inject.sync_every_step(pipe)
+            if s.inject_host_work:
+                inject.host_work_every_step(pipe, s.inject_host_work * self._baseline_seconds_per_step(name))
+            if s.inject_recompile and recipe.compile is not None:
+                inject.recompile_every_call(pipe)
 
         return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
                                    before_capture=before_capture)
@@ -96,6 +104,12 @@ class Runner:
         per_step = (extra.get("gpu_seconds_per_step") or extra.get("seconds_per_step")
                     or bench["stats"]["median"] / self.settings.steps)
         return self.settings.inject_slowdown * per_step
+
+    def _baseline_seconds_per_step(self, name: str) -> float:
+        stage_plan = self.plans.get(name)
+        if stage_plan is None or stage_plan.entry is None:
+            return 0.0
+        return stage_plan.entry["stats"]["median"] / self.settings.steps
 
     # -- measuring ----------------------------------------------------------------------------
 
@@ -153,6 +167,10 @@ class Runner:
             "image_max": round(min(st.max for st in image_stats), 4),
             "image_std": round(min(st.std for st in image_stats), 4),
         }
+        if measured.counters:
+            extra["counters"] = dict(measured.counters)
+            if recipe.compile is not None:
+                extra["counters"].update(counters.dynamo_delta(self._dynamo_before))
         if measured.gpu_seconds:
             gpu_median = statistics.median(measured.gpu_seconds)
             extra.update(gpu_seconds=measured.gpu_seconds, gpu_median=gpu_median,
@@ -166,6 +184,9 @@ class Runner:
             extra["injected_seconds_per_unet_call"] = self.injected_seconds_per_call(name)
         if s.inject_nan:
             extra["injected_nan"] = True
+        for fault in ("inject_sync", "inject_host_work", "inject_recompile"):
+            if getattr(s, fault):
+                extra[f"injected_{fault[len('inject_'):]}"] = getattr(s, fault)
         return extra
 
     # -- teardown -----------------------------------------------------------------------------

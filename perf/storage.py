@@ -159,6 +159,10 @@ def _validate_entry(bench) -> str | None:
     memory = extra.get("peak_memory_bytes")
     if memory is not None and not (isinstance(memory, int) and not isinstance(memory, bool) and memory >= 0):
         return f"'extra_info.peak_memory_bytes' is {memory!r}, not a byte count"
+    found = extra.get("counters")
+    if found is not None and not (isinstance(found, dict) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in found.values())):
+        return "'extra_info.counters' is not an object of counts"
     for field in ("params", "options"):
         if bench.get(field) is not None and not isinstance(bench[field], dict):
             return f"'{field}' is {type(bench[field]).__name__}, not an object"

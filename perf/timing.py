@@ -13,7 +13,9 @@ Every stage is timed through :func:`measure`, so the rules below hold for all of
   error well inside it; extra rounds buy power for the rank test where they are cheap
   (CUDA-graph stages get 20 in the same budget that gives an fp32 stage 6);
 * on CUDA, ``gpu_rounds`` more calls run under the profiler after the timed rounds, for the
-  GPU busy time that the gate compares beside the wall time (:mod:`perf.gpu_time`).
+  GPU busy time that the gate compares beside the wall time (:mod:`perf.gpu_time`);
+* one more call runs under the host-work counters (:mod:`perf.counters`): kernels, syncs,
+  copies, aten ops and Python calls, which repeat exactly where time does not.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from . import gpu_time
+from . import counters, gpu_time
 
 MIN_ROUNDS_FOR_RANK_TEST = 6
 
@@ -37,6 +39,7 @@ class Budget:
     max_rounds: int
     max_time: float  # seconds of timed rounds per stage
     gpu_rounds: int = 5  # profiled rounds for GPU busy time (CUDA only); 5 a side lets p reach 1/252
+    count_host_work: bool = True  # one more round under the counters (perf.counters)
 
 
 def synchronize(device: torch.device) -> None:
@@ -73,12 +76,14 @@ class Measurement:
     peak_memory_bytes: int | None
     result: object
     gpu_seconds: list[float] = dataclasses.field(default_factory=list)
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
             compiled: bool) -> Measurement:
     """Warm up, plan the rounds, time ``generate`` through ``benchmark.pedantic``, then profile
-    ``budget.gpu_rounds`` more calls for GPU busy time (after, so the profiler never touches a timed round)."""
+    ``budget.gpu_rounds`` more calls for GPU busy time and one under the host-work counters
+    (after, so neither profiler ever touches a timed round)."""
     call = synchronized(generate, device)
     if benchmark.disabled:  # --benchmark-disable: run once, as a smoke test of the stage
         return Measurement(warmup_seconds=[], rounds=0, peak_memory_bytes=None, result=benchmark.pedantic(call))
@@ -93,8 +98,10 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
         torch.cuda.reset_peak_memory_stats(device)
     result = benchmark.pedantic(call, rounds=rounds, warmup_rounds=0, iterations=1)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    gpu_seconds = gpu_time.measure(call, device, budget.gpu_rounds)
     return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,
-                       gpu_seconds=gpu_time.measure(call, device, budget.gpu_rounds))
+                       gpu_seconds=gpu_seconds,
+                       counters=counters.count(call, device) if budget.count_host_work else {})
 
 
 def _one_round(call: Callable) -> float:

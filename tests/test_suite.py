@@ -116,7 +116,7 @@ def test_gate_records_passes_unchanged_and_fails_on_slowdown(suite):
         assert rerun.ret == 0, rerun.stdout.str()
         assert "REGRESSION" not in rerun.stdout.str()
 
-    slow = suite.run(*stages, "--benchmark-compare", "--perf-inject-slowdown=0.3")
+    slow = suite.run(*stages, "--benchmark-compare", "--perf-inject-slowdown=1.0")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED, slow.stdout.str()
     slow.stdout.fnmatch_lines(["REGRESSION fp32: latency +*"])
     assert suite.saved() == [first, saved]  # comparing never writes

@@ -1,0 +1,168 @@
+"""Host-work counters: what one generation does, counted, where wall time can only be timed.
+
+On a shared GPU host the wall time of a stage drifts tens of percent between unchanged runs,
+so 2 ms of extra Python per step (+41 % on ``cudagraphs``) or one more CPU-GPU sync per step
+passed the wall-time gate. What the host does, though, repeats exactly: the same pipeline with
+the same seed launches the same kernels, synchronizes as often, dispatches the same aten ops
+and calls the same Python functions in every round (``../shared/gpu.md``: 56,170 kernels,
+302 ``cudaStreamSynchronize``, 2 ``cudaDeviceSynchronize`` per eager fp16 generation, every
+round; on CPU 13,469 Python calls and 5,004 aten ops per ``tiny`` generation).
+
+:func:`count` runs one dedicated round, after the timed and profiled ones so no timed round is
+touched, under ``torch.profiler`` (CPU activity for aten ops; CUDA activity for kernels, copies
+and the CUDA runtime calls) and ``sys.setprofile`` (Python function calls). Compiled stages add
+dynamo's own counts since the stage was built: graphs compiled, graph breaks, recompilations.
+
+:data:`SPECS` is the table the gate reads: which counters fail on any increase (a new sync is
+never noise), and which on a relative increase beyond a stated tolerance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Callable
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class CounterSpec:
+    name: str  # key in extra_info["counters"]
+    label: str  # how a user knows it, e.g. the CUDA runtime call
+    tolerance: float | None  # relative increase that fails; None: any increase fails
+    meaning: str  # what an increase usually means
+
+
+SPECS: tuple[CounterSpec, ...] = (
+    CounterSpec("device_syncs", "cudaDeviceSynchronize", None, "a host-device sync was added"),
+    CounterSpec("stream_syncs", "cudaStreamSynchronize", None, "a blocking copy or .item() was added"),
+    CounterSpec("event_syncs", "cudaEventSynchronize", None, "a wait on a CUDA event was added"),
+    CounterSpec("memcpy_dtoh", "device-to-host copies", None, "a tensor is now read back to the host"),
+    CounterSpec("graph_breaks", "dynamo graph breaks", None, "torch.compile now splits the model"),
+    CounterSpec("recompiles", "dynamo recompilations", None, "a guard fails, so torch.compile recompiles"),
+    CounterSpec("compiled_graphs", "compiled graphs", None, "torch.compile builds more graphs"),
+    CounterSpec("graph_launches", "cudaGraphLaunch", 0.02, "the CUDA graph was split or replays more often"),
+    CounterSpec("launches", "kernel launches (cudaLaunchKernel*)", 0.02, "more kernels per step: a lost fusion or an extra op"),
+    CounterSpec("kernels", "GPU kernels", 0.02, "more kernels per step: a lost fusion or an extra op"),
+    CounterSpec("memcpy_htod", "host-to-device copies", 0.02, "inputs are copied to the GPU more often"),
+    CounterSpec("memcpy_dtod", "device-to-device copies", 0.02, "more copies on the GPU"),
+    CounterSpec("aten_ops", "aten ops", 0.02, "more operators per step"),
+    CounterSpec("python_calls", "Python calls", 0.05, "more Python work per step"),
+)
+BY_NAME = {spec.name: spec for spec in SPECS}
+
+#: CUDA runtime and driver calls counted, by counter.
+_RUNTIME = {
+    "cudaDeviceSynchronize": "device_syncs",
+    "cudaStreamSynchronize": "stream_syncs",
+    "cudaEventSynchronize": "event_syncs",
+    "cudaGraphLaunch": "graph_launches",
+    "cudaLaunchKernel": "launches",
+    "cudaLaunchKernelExC": "launches",
+    "cuLaunchKernel": "launches",
+    "cuLaunchKernelEx": "launches",
+}
+_MEMCPY = {"HtoD": "memcpy_htod", "DtoH": "memcpy_dtoh", "DtoD": "memcpy_dtod"}
+
+
+def _python_calls(call: Callable[[], object]) -> tuple[object, int]:
+    calls = 0
+
+    def profiler(frame, event, arg):
+        nonlocal calls
+        if event == "call":
+            calls += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(profiler)
+    try:
+        result = call()
+    finally:
+        sys.setprofile(previous)
+    return result, calls
+
+
+def count(call: Callable[[], object], device: torch.device) -> dict[str, int]:
+    """Counters of one call of ``call`` (which must synchronize), per generation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        _, python_calls = _python_calls(call)
+    counts = {"python_calls": python_calls, "aten_ops": 0}
+    if device.type == "cuda":
+        counts.update({name: 0 for name in set(_RUNTIME.values()) | set(_MEMCPY.values()) | {"kernels"}})
+        counts.update({f"{name}_bytes": 0 for name in _MEMCPY.values()})
+    cuda = torch.autograd.DeviceType.CUDA
+    for event in prof.profiler.kineto_results.events():
+        name = event.name()
+        if event.device_type() == cuda:
+            if name.startswith("Memcpy"):
+                direction = next((d for d in _MEMCPY if d in name), None)
+                if direction:
+                    counts[_MEMCPY[direction]] += 1
+                    counts[f"{_MEMCPY[direction]}_bytes"] += max(0, int(event.nbytes() or 0))
+            elif not name.startswith("Memset"):
+                counts["kernels"] += 1
+        elif name.startswith("aten::"):
+            counts["aten_ops"] += 1
+        elif name in _RUNTIME and device.type == "cuda":
+            counts[_RUNTIME[name]] += 1
+    return counts
+
+
+def dynamo_state() -> dict[str, int]:
+    """Dynamo's running totals; the difference across a stage is what compiling it took."""
+    try:
+        from torch._dynamo import utils
+    except Exception:
+        return {}
+    return {
+        "compiled_graphs": int(utils.counters["stats"]["unique_graphs"]),
+        "graph_breaks": len(utils.graph_break_reasons),
+        "recompiles": sum(len(reasons) for reasons in utils.guard_failures.values()),
+    }
+
+
+def dynamo_delta(before: dict[str, int]) -> dict[str, int]:
+    now = dynamo_state()
+    return {name: max(0, now[name] - before.get(name, 0)) for name in now}
+
+
+# -- judging ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    spec: CounterSpec
+    before: int
+    after: int
+
+    @property
+    def regressed(self) -> bool:
+        if self.after <= self.before:
+            return False
+        if self.spec.tolerance is None:
+            return True
+        return self.after > self.before * (1 + self.spec.tolerance)
+
+    def describe(self, steps: int | None = None) -> str:
+        delta = self.after - self.before
+        per_step = f", {delta // steps} per step" if steps and delta > 0 and delta % steps == 0 else ""
+        if self.regressed:
+            why = f"{delta:+d}: {self.spec.meaning}{per_step}"
+            if self.spec.tolerance is not None:
+                why += f"; more than {self.spec.tolerance * 100:g}%"
+            return f"{self.spec.label} per generation {self.before} -> {self.after} ({why})"
+        return f"{self.spec.label} {self.before} -> {self.after} ({delta:+d})"
+
+
+def compare(saved: dict, current: dict) -> list[Change]:
+    """Every counter both runs have that changed, in :data:`SPECS` order."""
+    changes = []
+    for spec in SPECS:
+        before, after = saved.get(spec.name), current.get(spec.name)
+        if isinstance(before, int) and isinstance(after, int) and before != after:
+            changes.append(Change(spec, before, after))
+    return changes

@@ -110,7 +110,7 @@ def test_a_step_change_in_the_history_is_not_noise():
     base = rounds(0.5, 0.01, 8, 1)
     verdict = judge("fp32", result("fp32", rounds(0.8, 0.01, 8, 2), device="cpu"), bench(base),
                     medians=[1.0, 1.0, 0.5, 0.5])
-    assert verdict.status == "REGRESSION" and verdict.latency.threshold == pytest.approx(0.15)
+    assert verdict.status == "REGRESSION" and verdict.latency.threshold == pytest.approx(gate.DEVICE_MIN_EFFECT["cpu"])
 
 
 def test_evaluate_memory_regression():

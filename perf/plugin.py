@@ -104,8 +104,8 @@ def pytest_configure(config: pytest.Config) -> None:
         preflight.check_saving(root / key, opt.benchmark_save)
     if settings.report is not None:
         preflight.check_output("--perf-report", settings.report, root)
-    if opt.benchmark_json:
-        preflight.check_output("--benchmark-json", Path(opt.benchmark_json), root)
+    if opt.benchmark_json:  # a path, or (pytest-benchmark before 5.3) a file argparse already opened
+        preflight.check_output("--benchmark-json", Path(getattr(opt.benchmark_json, "name", opt.benchmark_json)), root)
     preflight.check_step_summary()
 
     context: list[str] = []

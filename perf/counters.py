@@ -32,6 +32,7 @@ class CounterSpec:
     label: str  # how a user knows it, e.g. the CUDA runtime call
     tolerance: float | None  # relative increase that fails; None: any increase fails
     meaning: str  # what an increase usually means
+    per: str = "per generation"  # dynamo's counts are per stage: compiling happens once
 
 
 SPECS: tuple[CounterSpec, ...] = (
@@ -39,9 +40,10 @@ SPECS: tuple[CounterSpec, ...] = (
     CounterSpec("stream_syncs", "cudaStreamSynchronize", None, "a blocking copy or .item() was added"),
     CounterSpec("event_syncs", "cudaEventSynchronize", None, "a wait on a CUDA event was added"),
     CounterSpec("memcpy_dtoh", "device-to-host copies", None, "a tensor is now read back to the host"),
-    CounterSpec("graph_breaks", "dynamo graph breaks", None, "torch.compile now splits the model"),
-    CounterSpec("recompiles", "dynamo recompilations", None, "a guard fails, so torch.compile recompiles"),
-    CounterSpec("compiled_graphs", "compiled graphs", None, "torch.compile builds more graphs"),
+    CounterSpec("graph_breaks", "dynamo graph breaks", None, "torch.compile now splits the model", "per stage"),
+    CounterSpec("recompiles", "dynamo recompilations", None, "a guard fails, so torch.compile recompiles",
+                "per stage"),
+    CounterSpec("compiled_graphs", "compiled graphs", None, "torch.compile builds more graphs", "per stage"),
     CounterSpec("graph_launches", "cudaGraphLaunch", 0.02, "the CUDA graph was split or replays more often"),
     CounterSpec("launches", "kernel launches (cudaLaunchKernel*)", 0.02, "more kernels per step: a lost fusion or an extra op"),
     CounterSpec("kernels", "GPU kernels", 0.02, "more kernels per step: a lost fusion or an extra op"),
@@ -93,7 +95,6 @@ def count(call: Callable[[], object], device: torch.device) -> dict[str, int]:
     counts = {"python_calls": python_calls, "aten_ops": 0}
     if device.type == "cuda":
         counts.update({name: 0 for name in set(_RUNTIME.values()) | set(_MEMCPY.values()) | {"kernels"}})
-        counts.update({f"{name}_bytes": 0 for name in _MEMCPY.values()})
     cuda = torch.autograd.DeviceType.CUDA
     for event in prof.profiler.kineto_results.events():
         name = event.name()
@@ -102,7 +103,6 @@ def count(call: Callable[[], object], device: torch.device) -> dict[str, int]:
                 direction = next((d for d in _MEMCPY if d in name), None)
                 if direction:
                     counts[_MEMCPY[direction]] += 1
-                    counts[f"{_MEMCPY[direction]}_bytes"] += max(0, int(event.nbytes() or 0))
             elif not name.startswith("Memset"):
                 counts["kernels"] += 1
         elif name.startswith("aten::"):
@@ -149,12 +149,13 @@ class Change:
 
     def describe(self, steps: int | None = None) -> str:
         delta = self.after - self.before
-        per_step = f", {delta // steps} per step" if steps and delta > 0 and delta % steps == 0 else ""
+        per_step = (f", {delta // steps} per step" if steps and self.spec.per == "per generation" and delta > 0
+                    and delta % steps == 0 else "")
         if self.regressed:
             why = f"{delta:+d}: {self.spec.meaning}{per_step}"
             if self.spec.tolerance is not None:
                 why += f"; more than {self.spec.tolerance * 100:g}%"
-            return f"{self.spec.label} per generation {self.before} -> {self.after} ({why})"
+            return f"{self.spec.label} {self.spec.per} {self.before} -> {self.after} ({why})"
         return f"{self.spec.label} {self.before} -> {self.after} ({delta:+d})"
 
 

@@ -6,8 +6,8 @@
 and device-to-host copy per step on CUDA, more aten ops on CPU; the counters must fail it.
 ``--perf-inject-host-work=F`` runs Python calls worth ``F`` times the baseline's wall seconds
 per step in every scheduler step: the Python-call counter, and on a GPU-bound stage wall time,
-must fail it. ``--perf-inject-recompile`` makes a guard of the compiled UNet fail on every call
-(a Python value it reads changes), so ``torch.compile`` recompiles: the counters must fail it.
+must fail it. ``--perf-inject-recompile`` makes a guard of the compiled UNet fail once (a Python value it
+reads changes), so ``torch.compile`` recompiles: the counters must fail it.
 ``--perf-inject-slowdown=F`` adds work to every UNet call worth ``F`` times the baseline's
 GPU busy seconds per denoising step (wall seconds where the baseline has no GPU time), so
 0.05 is 5 % more GPU work. The work is a custom operator that spins (a GPU spin kernel on
@@ -120,12 +120,25 @@ def host_work_every_step(pipe, seconds_per_step: float) -> int:
     return calls
 
 
-def recompile_every_call(pipe) -> None:
-    """A hook inside the UNet whose output depends on a Python int that changes on every call."""
-    state = {"calls": 0}
+def recompile_once(pipe) -> None:
+    """A guard of the compiled UNet fails once: a hook inside it reads a flag the scheduler flips.
+
+    The first UNet call compiles with the flag off; the first scheduler step turns it on, so the
+    second call fails the guard and recompiles; after that the flag stays on. One recompilation
+    (and one more compiled graph) per stage, where the baseline has none: cheap enough for a
+    ladder, where a guard failing on every call would recompile up to dynamo's limit.
+    """
+    embedding = pipe.unet.time_embedding
+    embedding.perf_flipped = False
 
     def hook(module, args, output):
-        state["calls"] += 1
-        return output + 0 * state["calls"]
+        return output * 1.0 if module.perf_flipped else output
 
-    pipe.unet.time_embedding.register_forward_hook(hook)
+    embedding.register_forward_hook(hook)
+    step = pipe.scheduler.step
+
+    def stepped(*args, **kwargs):
+        embedding.perf_flipped = True
+        return step(*args, **kwargs)
+
+    pipe.scheduler.step = stepped

@@ -70,7 +70,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="(proves the counters and the wall-time gate) Python calls worth FRACTION of the "
                          "baseline's wall seconds per step, in every scheduler step; needs --benchmark-compare")
     group.addoption("--perf-inject-recompile", action="store_true",
-                    help="(proves the counters) make the compiled UNet recompile: a guard fails on every call")
+                    help="(proves the counters) make the compiled UNet recompile once: a guard it reads changes")
     group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
                     help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
                          "baseline's GPU busy time per step (its wall time per step where it has none); "

@@ -85,7 +85,7 @@ class Runner:
             if s.inject_host_work:
                 inject.host_work_every_step(pipe, s.inject_host_work * self._baseline_seconds_per_step(name))
             if s.inject_recompile and recipe.compile is not None:
-                inject.recompile_every_call(pipe)
+                inject.recompile_once(pipe)
 
         return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
                                    before_capture=before_capture)

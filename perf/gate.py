@@ -253,7 +253,7 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
         return Verdict(name, "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%" + gpu_note + notes, **fields)
     detail = f"latency {(latency.ratio - 1) * 100:+.1f}% within {latency.threshold * 100:.1f}%"
     if latency.ratio > 1:
-        detail += f" (p={latency.p_slower:.3f})"
+        detail += f" (p={latency.p_slower:.2g})"
     return Verdict(name, "ok", detail + gpu_note + notes, **fields)
 
 

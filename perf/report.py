@@ -50,11 +50,21 @@ def _num(value, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
 
 
+#: A wall-time threshold this wide means the host drifts more than most regressions: said, not hidden.
+WALL_TIME_HOPELESS = 0.5
+
+
 def _notes(verdicts, missing, context, skipped: bool = True) -> list[str]:
     """Lines under the table; pytest's own summary (``-ra``) already gives skip reasons in the terminal."""
     notes = [f"{v.stage}: {v.status} — {v.detail}" for v in verdicts
              if v.detail and (v.status not in ("ok", "measured") or v.counter_changes)
              and (skipped or v.status != "skipped")]
+    blind = [f"{v.stage} ({v.latency.threshold * 100:.0f}%)" for v in verdicts
+             if v.latency is not None and v.latency.threshold >= WALL_TIME_HOPELESS]
+    if blind:
+        notes.append(f"wall time cannot judge {', '.join(blind)} on this host: its drift is wider than most "
+                     "host-side regressions, which pass unseen below these thresholds; GPU time and the counters "
+                     "still judge these stages")
     if missing:
         notes.append(f"in the baseline but not run: {', '.join(missing)}")
     notes.extend(context)

@@ -169,3 +169,15 @@ def test_wall_floor_ignores_gpu_busy_off_cuda():
 def test_host_drift_can_be_lowered_for_a_dedicated_runner():
     assert gate.wall_min_effect("sdpa", "cuda", 0.27, host_drift=0.1) == pytest.approx(0.10)
     assert gate.wall_min_effect("sdpa", "cuda", 0.27, host_drift=0.4) == pytest.approx(0.292)
+
+
+def test_report_says_where_wall_time_cannot_judge_and_shows_thresholds():
+    from perf import report
+
+    wide = judge("sdpa", result("sdpa", rounds(1.0, 0.01, 8, 2), device="cuda", gpu_seconds=[0.3] * 5),
+                 bench(rounds(1.0, 0.01, 8, 1), gpu_seconds=[0.3] * 5))
+    assert wide.status == "ok" and wide.latency.threshold > report.WALL_TIME_HOPELESS  # 2.0 x (1 - 30 % busy)
+    [row] = report.rows([wide], {"sdpa": result("sdpa", rounds(1.0, 0.01, 8, 2))})
+    assert row[report.HEADERS.index("threshold")] == f"{wide.latency.threshold * 100:.1f}% / 3.0%"
+    notes = report._notes([wide], [], [])
+    assert any(note.startswith("wall time cannot judge sdpa (140%) on this host") for note in notes)

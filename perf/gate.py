@@ -54,10 +54,10 @@ NOISE_MULTIPLE = 2.0
 
 #: Floor of every stage's wall-time threshold on a device, where its runs drift more than stages
 #: declare. CPU: the 2-core CI machine moves between unchanged runs far more than within one. Against
-#: a pair of recordings, 18 clean unchanged runs of ``tiny`` (2 steps, 64 px, rounds of 0.45 s)
-#: changed fp32 -4 % ... +33 % and bf16 -7 % ... +21 %, while each run's rounds spread 1-3 %;
-#: the issue that asked for this saw +17.6 %, +18.9 % and +32.9 % in 25 (``reports/cpu/``). With
-#: the earlier 15 % a single recording false-alarmed about one run in eight. 40 % sits above the
+#: a pair of recordings, unchanged runs of ``tiny`` (2 steps, 64 px, rounds of 0.2-0.5 s) moved
+#: fp32 -16 ... +16 % and bf16 -21 ... +18 % over 25 runs, and fp32 up to +33 % in an earlier series,
+#: while each run's rounds spread 1-3 %; the issue that asked for this saw +17.6, +18.9 and +32.9 %
+#: in 25 (``reports/cpu/README.md``). The earlier 15 % false-alarmed there. 40 % sits above the
 #: worst seen: on CPU wall time catches gross slowdowns, and the host-work counters
 #: (:mod:`perf.counters`) catch more work of any size.
 DEVICE_MIN_EFFECT = {"cpu": 0.40}

@@ -102,7 +102,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.report is not None:
         preflight.check_output("--perf-report", settings.report, root)
     if opt.benchmark_json:  # a path, or (pytest-benchmark before 5.3) a file argparse already opened
-        preflight.check_output("--benchmark-json", Path(getattr(opt.benchmark_json, "name", opt.benchmark_json)), root)
+        json_path = opt.benchmark_json if isinstance(opt.benchmark_json, (str, os.PathLike)) else opt.benchmark_json.name
+        preflight.check_output("--benchmark-json", Path(json_path), root)
     preflight.check_step_summary()
 
     context: list[str] = []

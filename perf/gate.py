@@ -248,13 +248,13 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
         return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
                        headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)
     gpu_note = "" if gpu is None else f"; GPU time {(gpu.ratio - 1) * 100:+.1f}% within {gpu.threshold * 100:.1f}%"
-    notes = "".join(f"; {note}" for note in notes)
+    suffix = gpu_note + "".join(f"; {note}" for note in notes)
     if latency.improved and (gpu is None or not gpu.ratio > 1 + gpu.threshold):
-        return Verdict(name, "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%" + gpu_note + notes, **fields)
+        return Verdict(name, "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%" + suffix, **fields)
     detail = f"latency {(latency.ratio - 1) * 100:+.1f}% within {latency.threshold * 100:.1f}%"
     if latency.ratio > 1:
         detail += f" (p={latency.p_slower:.2g})"
-    return Verdict(name, "ok", detail + gpu_note + notes, **fields)
+    return Verdict(name, "ok", detail + suffix, **fields)
 
 
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:

@@ -223,23 +223,20 @@ def check_writable_folder(folder: Path, what: str) -> str | None:
     return None
 
 
+@contextlib.contextmanager
 def _folder_lock(folder: Path):
-    """An exclusive lock on the folder itself (no lock file to leave behind); a no-op where flock is missing."""
+    """An exclusive lock on the folder itself (no lock file to leave behind); none where flock is missing."""
     try:
         import fcntl
     except ImportError:  # Windows: the hard link below still refuses to overwrite
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def locked():
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    return locked()
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def next_number(folder: Path) -> int:

@@ -110,6 +110,11 @@ def comparable(n: int, m: int) -> bool:
     return smallest_p(n, m) < ALPHA
 
 
+def fewest_rounds(against: int | None = None) -> int:
+    """The fewest rounds that can reach ``p < ALPHA`` against ``against`` rounds (None: as many a side)."""
+    return next(n for n in range(1, 10_001) if comparable(n, n if against is None else against))
+
+
 def compare_latency(baseline: list[float], current: list[float], min_effect: float,
                     history: list[float] | None = None) -> LatencyComparison:
     """Compare raw rounds; callers check :func:`comparable` first."""

@@ -16,9 +16,11 @@ import torch
 from . import gate, pipelines, stages
 from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
 
-#: Largest values taken; beyond them a run could not fit in memory or a night (one line, exit 4).
-LIMITS = {"--perf-steps": 1000, "--perf-size": 4096, "--perf-batch": 64, "--perf-min-rounds": 10_000,
-          "--perf-max-rounds": 10_000, "--perf-warmup": 1000, "--perf-gpu-rounds": 1000}
+#: Whole-number options: (lowest, highest) value taken; beyond the highest a run could not fit in
+#: memory or a night (one line, exit 4).
+LIMITS = {"--perf-steps": (1, 1000), "--perf-size": (1, 4096), "--perf-batch": (1, 64),
+          "--perf-min-rounds": (1, 10_000), "--perf-max-rounds": (1, 10_000), "--perf-warmup": (0, 1000),
+          "--perf-gpu-rounds": (0, 1000)}
 #: Pixels of one batch (batch x size^2) beyond which latents and activations cannot fit a GPU.
 MAX_PIXELS = 4096 * 4096
 
@@ -164,7 +166,7 @@ def settings_from(config: pytest.Config) -> Settings:
         if rounds and not gate.comparable(rounds, rounds):
             raise pytest.UsageError(
                 f"{option}={rounds}: with {rounds} rounds a side the rank test cannot reach p < {gate.ALPHA}, so no "
-                f"regression could ever fail; use at least {fewest_rounds()}"
+                f"regression could ever fail; use at least {gate.fewest_rounds()}"
                 + (" (or 0 to turn GPU time off)" if option == "--perf-gpu-rounds" else "")
             )
     for option in ("--perf-inject-slowdown", "--perf-inject-host-work"):
@@ -212,27 +214,14 @@ def settings_from(config: pytest.Config) -> Settings:
     )
 
 
-def fewest_rounds() -> int:
-    """The fewest rounds a side with which the rank test can reach significance."""
-    return next(n for n in range(1, 100) if gate.comparable(n, n))
-
-
 def _check_numbers(get) -> None:
     """Every number option: a whole number in its range, or finite seconds and factors."""
-    for option, value in (("--perf-steps", get("perf_steps")), ("--perf-size", get("perf_size")),
-                          ("--perf-batch", get("perf_batch")), ("--perf-min-rounds", get("perf_min_rounds")),
-                          ("--perf-max-rounds", get("perf_max_rounds"))):
-        if value is not None and value < 1:
-            raise pytest.UsageError(f"{option}: must be a positive integer, got {value}")
-    for option, value in (("--perf-warmup", get("perf_warmup")), ("--perf-gpu-rounds", get("perf_gpu_rounds"))):
-        if value is not None and value < 0:
-            raise pytest.UsageError(f"{option}: must be 0 or more, got {value}")
-    for option, value in (("--perf-steps", get("perf_steps")), ("--perf-size", get("perf_size")),
-                          ("--perf-batch", get("perf_batch")), ("--perf-min-rounds", get("perf_min_rounds")),
-                          ("--perf-max-rounds", get("perf_max_rounds")), ("--perf-warmup", get("perf_warmup")),
-                          ("--perf-gpu-rounds", get("perf_gpu_rounds"))):
-        if value is not None and value > LIMITS[option]:
-            raise pytest.UsageError(f"{option}: {value} is more than the suite takes (at most {LIMITS[option]})")
+    for option, (lowest, highest) in LIMITS.items():
+        value = get(option[2:].replace("-", "_"))
+        if value is not None and value < lowest:
+            raise pytest.UsageError(f"{option}: must be {'a positive integer' if lowest else '0 or more'}, got {value}")
+        if value is not None and value > highest:
+            raise pytest.UsageError(f"{option}: {value} is more than the suite takes (at most {highest})")
     for option, value, low in (("--perf-max-time", get("perf_max_time"), "positive seconds"),
                                ("--perf-host-drift", get("perf_host_drift"), "0 or more"),
                                ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0"),

@@ -178,13 +178,13 @@ def _check_rounds(settings: options.Settings, plan: baselines.Plan) -> None:
             continue
         saved = len(stage_plan.entry["stats"]["data"])
         if not gate.comparable(budget.min_rounds, saved):
-            need = next(n for n in range(budget.min_rounds, 10_001) if gate.comparable(n, saved))
+            need = gate.fewest_rounds(saved)
             raise pytest.UsageError(
                 f"--perf-min-rounds={budget.min_rounds}: against the {saved} rounds of {name} in "
                 f"{stage_plan.baseline.path.name} the rank test cannot reach p < {gate.ALPHA}; use at least {need}")
         gpu_saved = len(baselines.gpu_samples(stage_plan.entry))
         if budget.gpu_rounds and gpu_saved and not gate.comparable(budget.gpu_rounds, gpu_saved):
-            need = next(n for n in range(budget.gpu_rounds, 10_001) if gate.comparable(n, gpu_saved))
+            need = gate.fewest_rounds(gpu_saved)
             raise pytest.UsageError(
                 f"--perf-gpu-rounds={budget.gpu_rounds}: against the {gpu_saved} profiled rounds of {name} in "
                 f"{stage_plan.baseline.path.name} the rank test cannot reach p < {gate.ALPHA}; use at least {need}")

@@ -172,6 +172,10 @@ class StagePlan:
     def medians(self) -> list[float]:
         return [bench["stats"]["median"] for bench in self.history]
 
+    def fastest(self) -> list[float]:
+        return [stats["min"] if "min" in stats else min(stats["data"])
+                for stats in (bench["stats"] for bench in self.history) if "min" in stats or stats.get("data")]
+
     def gpu_medians(self) -> list[float]:
         return [statistics.median(gpu) for gpu in map(gpu_samples, self.history) if gpu]
 

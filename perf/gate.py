@@ -4,13 +4,14 @@ Eager pipelines on an H100 spread 13-17 % from run to run, CUDA-graph ones 1 %. 
 percentage for every stage either cries wolf on the first or sleeps through the second, so
 each stage gets a threshold from its own measured noise, and a verdict needs three things:
 
-1. **Effect size.** The median slowed by more than the stage's threshold,
+1. **Effect size.** The wall time slowed by more than the stage's threshold,
    ``max(stage.min_effect, device floor, host floor, 2 x round-to-round CV, 2 x run-to-run CV)``.
    Round-to-round CV is the robust spread of the baseline's rounds; run-to-run CV is the noise
    of the stage's median over its history (:mod:`perf.baselines`: the stored runs up to the
    baseline since the last software change, read from consecutive differences). The second
    matters more: on the shared H100 host the cudagraphs stage moved 0.43-0.54 s between
-   unchanged runs while its rounds within a run spread 1 %.
+   unchanged runs while its rounds within a run spread 1 %. Wall time is measured on the
+   **fastest round** (``WALL_STATISTIC``), GPU time on the median: see below.
 2. **Significance.** A one-sided Mann-Whitney rank test says the current rounds are slower,
    ``p < ALPHA``. Rank tests ignore outliers' size and assume no distribution. With ``n``
    rounds against ``m`` the smallest p is ``1/C(n+m, n)``: 5 a side reach 1/252; a comparison
@@ -80,6 +81,26 @@ GPU_TIME_MIN_EFFECT = 0.03
 #: does the fine work; on a dedicated runner lower it with ``--perf-host-drift``.
 HOST_DRIFT = {"cuda": 2.0}
 
+#: The same for stages that replay CUDA graphs (``torch.compile(mode="reduce-overhead")``): one
+#: graph launch per UNet call takes the per-kernel launches off the host, and what is left of the
+#: host part (text encoder, scheduler, VAE launches) drifts less and hides behind the GPU. Over the
+#: ten unchanged H100 runs of Nov 23-26 (``reports/h100/README.md``) the host part of ``cudagraphs``'
+#: fastest round stayed within 0.083-0.139 s (1.67x) while eager stages' reached 2.0-2.8x and
+#: ``compile``'s 4.3x; 0.8 lets it grow 1.8x. That puts the floor of ``cudagraphs`` at about 17 %
+#: (GPU busy 79 % of its fastest round), where its fastest round moved at most 13 % between
+#: unchanged runs and a host-side regression of 25 % must fail (issue 9).
+GRAPHED_HOST_DRIFT = {"cuda": 0.8}
+
+#: The wall-time statistic the effect size is read from: the fastest round. Interference from a
+#: shared host only ever adds time, so the fastest round is the estimate it moves least (the
+#: advice of ``timeit``); the rank test and the interval still look at every round. Measured over
+#: the ten unchanged H100 runs, the run-to-run spread (SD of log) of the fastest round against the
+#: median: cudagraphs 4.0 vs 7.7 %, fp16 12.0 vs 18.1 %, bf16 6.8 vs 8.4 %, fp32 1.0 vs 1.4 %,
+#: lower on 8 of 10 stages, 1.4 points higher on sdpa, 0.2 on traced_unet
+#: (``reports/h100/wall_statistic.py``). With the median, cudagraphs' unchanged runs moved up to
+#: +26 %: no threshold could both pass them and fail a +25 % regression.
+WALL_STATISTIC = min
+
 
 @dataclasses.dataclass(frozen=True)
 class LatencyComparison:
@@ -87,8 +108,9 @@ class LatencyComparison:
     threshold: float  # relative slowdown that counts
     p_slower: float
     p_faster: float
-    ci: tuple[float, float]  # bootstrap 95 % interval of the ratio
+    ci: tuple[float, float]  # bootstrap 95 % interval of the ratio of medians
     baseline_cv: float | None
+    statistic: str = "median"  # what ``ratio`` compares: "median" or "fastest round"
 
     @property
     def regressed(self) -> bool:
@@ -116,15 +138,17 @@ def fewest_rounds(against: int | None = None) -> int:
 
 
 def compare_latency(baseline: list[float], current: list[float], min_effect: float,
-                    history: list[float] | None = None) -> LatencyComparison:
-    """Compare raw rounds; callers check :func:`comparable` first."""
+                    history: list[float] | None = None, statistic=statistics.median) -> LatencyComparison:
+    """Compare raw rounds on ``statistic`` (``history``: the same statistic of earlier runs);
+    callers check :func:`comparable` first."""
     return LatencyComparison(
-        ratio=statistics.median(current) / statistics.median(baseline),
+        ratio=statistic(current) / statistic(baseline),
         threshold=threshold(min_effect, baseline, history),
         p_slower=mann_whitney_p(current, baseline),
         p_faster=mann_whitney_p(baseline, current),
         ci=bootstrap_ratio_ci(baseline, current),
         baseline_cv=robust_cv(baseline),
+        statistic="fastest round" if statistic is min else "median",
     )
 
 
@@ -143,9 +167,14 @@ def wall_min_effect(name: str, device: str, baseline_gpu_busy: float | None,
     floor = max(stages.BY_NAME[name].min_effect if name in stages.BY_NAME else 0.10,
                 DEVICE_MIN_EFFECT.get(device, 0.0))
     if baseline_gpu_busy is not None:
-        drift = HOST_DRIFT.get(device, 0.0) if host_drift is None else host_drift
+        prior = GRAPHED_HOST_DRIFT if replays_graphs(name) else HOST_DRIFT
+        drift = prior.get(device, 0.0) if host_drift is None else host_drift
         floor = max(floor, drift * max(0.0, 1.0 - baseline_gpu_busy))
     return floor
+
+
+def replays_graphs(name: str) -> bool:
+    return name in stages.BY_NAME and (stages.recipe(name).compile or {}).get("mode") == "reduce-overhead"
 
 
 # -- verdicts ---------------------------------------------------------------------------------------
@@ -229,9 +258,9 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
             return not_compared(name, f"the profiler saw no GPU activity, where {source} has GPU time: an empty "
                                       "profile (is CUPTI missing?)", policy, **fields)
         notes.append("GPU time off (--perf-gpu-rounds=0)")
-    base_busy = statistics.median(base_gpu) / base_median if gpu is not None else None
+    base_busy = statistics.median(base_gpu) / WALL_STATISTIC(base_rounds) if gpu is not None else None
     latency = compare_latency(base_rounds, result.rounds, wall_min_effect(name, device, base_busy, policy.host_drift),
-                              stage_plan.medians())
+                              stage_plan.fastest(), statistic=WALL_STATISTIC)
     base_mem, mem = (bench.get("extra_info") or {}).get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
 
@@ -263,8 +292,10 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
 
 
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:
+    of = "" if comparison.statistic == "median" else f"{comparison.statistic}; "
     return (f"{what} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
-            f"(rank test p={comparison.p_slower:.2g}, 95% CI x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})")
+            f"({of}rank test p={comparison.p_slower:.2g}, 95% CI of the median ratio "
+            f"x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})")
 
 
 def _compare_fail(checks, rounds: list[float], baseline_stats: dict) -> list[str]:

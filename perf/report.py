@@ -2,7 +2,8 @@
 
 Columns: stage, median latency, speed-up over ``fp32``, seconds per step, GPU busy time and
 its share of the latency (low: the stage is host-bound), peak GPU memory, share of the device's
-measured matmul peak, the baseline's median, the changes in latency and GPU time, the
+measured matmul peak, the baseline's median, the changes in latency (of the fastest round, what
+the gate judges: :data:`perf.gate.WALL_STATISTIC`) and GPU time (of the median), the
 thresholds they were judged by, and the verdict. The Markdown goes to ``--perf-report`` and,
 in GitHub Actions, to the job summary. :func:`final_line` is the last line of the output.
 """
@@ -84,7 +85,8 @@ def terminal(verdicts, results, missing, context, write_line) -> None:
 
 def markdown(title: str, verdicts, results, missing, context) -> str:
     lines = [f"## {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    legend = ("threshold: the smallest slowdown of the median the gate fails for this stage here, "
+    legend = ("change: of the fastest round for wall time, of the median for GPU time; "
+              "threshold: the smallest slowdown the gate fails for this stage here, "
               "wall time / GPU time (from the stage's floor and its measured noise)")
     for row in rows(verdicts, results):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")

@@ -10,8 +10,8 @@ each stage gets a threshold from its own measured noise, and a verdict needs thr
    of the stage's median over its history (:mod:`perf.baselines`: the stored runs up to the
    baseline since the last software change, read from consecutive differences). The second
    matters more: on the shared H100 host the cudagraphs stage moved 0.43-0.54 s between
-   unchanged runs while its rounds within a run spread 1 %. Wall time is measured on the
-   **fastest round** (``WALL_STATISTIC``), GPU time on the median: see below.
+   unchanged runs while its rounds within a run spread 1 %. Wall time is judged twice, on the
+   fastest round and on the median (``WALL_STATISTICS``), GPU time on the median.
 2. **Significance.** A one-sided Mann-Whitney rank test says the current rounds are slower,
    ``p < ALPHA``. Rank tests ignore outliers' size and assume no distribution. With ``n``
    rounds against ``m`` the smallest p is ``1/C(n+m, n)``: 5 a side reach 1/252; a comparison
@@ -69,37 +69,42 @@ DEVICE_MIN_EFFECT = {"cpu": 0.40}
 #: 0.5421-0.5458 s) and 0.01 % (fp32), ``reports/h100/probe_profiler.log``.
 GPU_TIME_MIN_EFFECT = 0.03
 
-#: How far the host's share of a stage's latency may drift between unchanged runs, per device.
-#: A stage whose GPU is busy a fraction ``b`` of its wall time gets a wall-time floor of
-#: ``HOST_DRIFT x (1 - b)``: host-bound stages, whose wall time follows the host, only fail on
-#: wall time for changes larger than the host's own drift; their GPU work is gated on GPU time.
-#: On the shared H100 host the host part (wall - GPU busy) of unchanged stages was seen at up
-#: to 2.5x its baseline (channels_last 0.91 -> 2.27 s; compile 0.51 -> 1.13 s) while GPU time
-#: moved under 1 %: ``reports/h100/*3*.log``. With 1.0 here a rerun false-alarmed on compile
-#: (``rerun3-hostdrift1.0.log``); 2.0 lets the host part triple, above the worst seen. So on such
-#: a host wall time only catches gross host-side regressions in host-bound stages, and GPU time
-#: does the fine work; on a dedicated runner lower it with ``--perf-host-drift``.
-HOST_DRIFT = {"cuda": 2.0}
+#: How far the host's share of a stage's latency may drift between unchanged runs: per device,
+#: per kind of stage, per wall-time statistic. A stage whose GPU is busy a fraction ``b`` of its
+#: wall time gets a wall-time floor of ``drift x (1 - b)``: host-bound stages, whose wall time
+#: follows the host, only fail on wall time for changes larger than the host's own drift; their
+#: GPU work is gated on GPU time.
+#:
+#: Eager stages ("eager"): on the shared H100 host the host part (wall - GPU busy) of unchanged
+#: stages was seen at up to 2.5x its baseline (channels_last 0.91 -> 2.27 s; compile 0.51 ->
+#: 1.13 s) while GPU time moved under 1 %: ``reports/h100/*3*.log``. With 1.0 a rerun
+#: false-alarmed on compile (``rerun3-hostdrift1.0.log``); 2.0 lets the host part triple.
+#:
+#: Stages that replay CUDA graphs ("graphs", ``torch.compile(mode="reduce-overhead")``): one graph
+#: launch per UNet call takes the per-kernel launches off the host; what is left (text encoder,
+#: scheduler, VAE launches) drifts less. Over the ten unchanged H100 runs of Nov 23-26
+#: (``reports/h100/wall_statistic.txt``) the host part of ``cudagraphs``' fastest round stayed
+#: within 1.67x (0.083-0.139 s), of its median within 2.21x, where eager stages' reached
+#: 2.0-2.8x (compile 4.3x). 0.8 and 1.5 leave room above both, and put ``cudagraphs``' floors at
+#: about 17 % (fastest round) and 40 % (median).
+#:
+#: ``--perf-host-drift`` replaces all of them (a dedicated runner: lower).
+HOST_DRIFT = {
+    ("cuda", "eager"): {"fastest round": 2.0, "median": 2.0},
+    ("cuda", "graphs"): {"fastest round": 0.8, "median": 1.5},
+}
 
-#: The same for stages that replay CUDA graphs (``torch.compile(mode="reduce-overhead")``): one
-#: graph launch per UNet call takes the per-kernel launches off the host, and what is left of the
-#: host part (text encoder, scheduler, VAE launches) drifts less and hides behind the GPU. Over the
-#: ten unchanged H100 runs of Nov 23-26 (``reports/h100/README.md``) the host part of ``cudagraphs``'
-#: fastest round stayed within 0.083-0.139 s (1.67x) while eager stages' reached 2.0-2.8x and
-#: ``compile``'s 4.3x; 0.8 lets it grow 1.8x. That puts the floor of ``cudagraphs`` at about 17 %
-#: (GPU busy 79 % of its fastest round), where its fastest round moved at most 13 % between
-#: unchanged runs and a host-side regression of 25 % must fail (issue 9).
-GRAPHED_HOST_DRIFT = {"cuda": 0.8}
-
-#: The wall-time statistic the effect size is read from: the fastest round. Interference from a
-#: shared host only ever adds time, so the fastest round is the estimate it moves least (the
-#: advice of ``timeit``); the rank test and the interval still look at every round. Measured over
-#: the ten unchanged H100 runs, the run-to-run spread (SD of log) of the fastest round against the
-#: median: cudagraphs 4.0 vs 7.7 %, fp16 12.0 vs 18.1 %, bf16 6.8 vs 8.4 %, fp32 1.0 vs 1.4 %,
-#: lower on 8 of 10 stages, 1.4 points higher on sdpa, 0.2 on traced_unet
-#: (``reports/h100/wall_statistic.py``). With the median, cudagraphs' unchanged runs moved up to
-#: +26 %: no threshold could both pass them and fail a +25 % regression.
-WALL_STATISTIC = min
+#: Wall time is judged on two statistics, each against its own threshold, and either fails the
+#: stage. The **fastest round** sees a regression that slows every round: interference from a
+#: shared host only ever adds time, so it is the estimate the host moves least (``timeit``'s
+#: advice). Over the ten unchanged H100 runs its run-to-run spread (SD of log) was below the
+#: median's on 8 of 10 stages: cudagraphs 4.0 vs 7.7 %, fp16 12.0 vs 18.1 %, bf16 6.8 vs 8.4 %
+#: (1.4 points above on sdpa, 0.2 on traced_unet); with the median alone cudagraphs' unchanged
+#: runs moved up to +26 %, so no threshold could pass them and fail a +25 % regression. The
+#: **median** sees a regression that slows only some rounds, which the fastest round cannot: Python
+#: work near the point where the host stops keeping ahead of the GPU slowed 12 of 20 rounds of
+#: cudagraphs by 50 % and left the fastest unchanged (``reports/h100/wall/inject-host-0.9.log``).
+WALL_STATISTICS = {"fastest round": min, "median": statistics.median}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,16 +164,17 @@ def memory_regressed(baseline_bytes: int | None, current_bytes: int | None) -> b
 
 
 def wall_min_effect(name: str, device: str, baseline_gpu_busy: float | None,
-                    host_drift: float | None = None) -> float:
+                    host_drift: float | None = None, statistic: str = "median") -> float:
     """The floor of a stage's wall-time threshold: declared, per device, and for host-bound stages.
 
-    ``baseline_gpu_busy`` is None unless GPU time is compared for this stage in this run.
+    ``baseline_gpu_busy`` (GPU busy time over the baseline's ``statistic`` of wall time) is None
+    unless GPU time is compared for this stage in this run.
     """
     floor = max(stages.BY_NAME[name].min_effect if name in stages.BY_NAME else 0.10,
                 DEVICE_MIN_EFFECT.get(device, 0.0))
     if baseline_gpu_busy is not None:
-        prior = GRAPHED_HOST_DRIFT if replays_graphs(name) else HOST_DRIFT
-        drift = prior.get(device, 0.0) if host_drift is None else host_drift
+        prior = HOST_DRIFT.get((device, "graphs" if replays_graphs(name) else "eager"), {}).get(statistic, 0.0)
+        drift = prior if host_drift is None else host_drift
         floor = max(floor, drift * max(0.0, 1.0 - baseline_gpu_busy))
     return floor
 
@@ -188,7 +194,8 @@ class Verdict:
     stage: str
     status: str  # "ok" | "faster" | "REGRESSION" | "not compared" | "failed" | "skipped" | "measured" | "not timed"
     detail: str = ""
-    latency: LatencyComparison | None = None
+    latency: LatencyComparison | None = None  # wall time: the fastest round's, or the median's if only it regressed
+    latency_median: LatencyComparison | None = None
     memory_ratio: float | None = None
     baseline_median: float | None = None
     gpu: LatencyComparison | None = None  # GPU busy time, where both runs profiled it
@@ -258,9 +265,17 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
             return not_compared(name, f"the profiler saw no GPU activity, where {source} has GPU time: an empty "
                                       "profile (is CUPTI missing?)", policy, **fields)
         notes.append("GPU time off (--perf-gpu-rounds=0)")
-    base_busy = statistics.median(base_gpu) / WALL_STATISTIC(base_rounds) if gpu is not None else None
-    latency = compare_latency(base_rounds, result.rounds, wall_min_effect(name, device, base_busy, policy.host_drift),
-                              stage_plan.fastest(), statistic=WALL_STATISTIC)
+    history = {"fastest round": stage_plan.fastest(), "median": stage_plan.medians()}
+    wall = {}
+    for label, statistic in WALL_STATISTICS.items():
+        busy = statistics.median(base_gpu) / statistic(base_rounds) if gpu is not None else None
+        wall[label] = compare_latency(base_rounds, result.rounds,
+                                      wall_min_effect(name, device, busy, policy.host_drift, label),
+                                      history[label], statistic=statistic)
+    # The verdict's latency is the fastest round's, unless only the median caught a regression.
+    latency, latency_median = wall["fastest round"], wall["median"]
+    if latency_median.regressed and not latency.regressed:
+        latency = latency_median
     base_mem, mem = (bench.get("extra_info") or {}).get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
 
@@ -277,22 +292,25 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     steps = result.extra.get("steps")
     problems += [change.describe(steps) for change in changes if change.regressed]
     notes += [change.describe(steps) for change in changes if not change.regressed]
-    fields.update(latency=latency, gpu=gpu, memory_ratio=memory_ratio, counter_changes=changes)
+    fields.update(latency=latency, latency_median=latency_median, gpu=gpu, memory_ratio=memory_ratio,
+                  counter_changes=changes)
     if problems:
         return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
                        headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)
     gpu_note = "" if gpu is None else f"; GPU time {(gpu.ratio - 1) * 100:+.1f}% within {gpu.threshold * 100:.1f}%"
     suffix = gpu_note + "".join(f"; {note}" for note in notes)
-    if latency.improved and (gpu is None or not gpu.ratio > 1 + gpu.threshold):
+    if latency.improved and latency_median.ratio < 1 and (gpu is None or not gpu.ratio > 1 + gpu.threshold):
         return Verdict(name, "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%" + suffix, **fields)
     detail = f"latency {(latency.ratio - 1) * 100:+.1f}% within {latency.threshold * 100:.1f}%"
     if latency.ratio > 1:
         detail += f" (p={latency.p_slower:.2g})"
+    detail += (f", median {(latency_median.ratio - 1) * 100:+.1f}% within "
+               f"{latency_median.threshold * 100:.1f}%")
     return Verdict(name, "ok", detail + suffix, **fields)
 
 
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:
-    of = "" if comparison.statistic == "median" else f"{comparison.statistic}; "
+    of = "" if what != "latency" else f"{comparison.statistic}; "
     return (f"{what} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
             f"({of}rank test p={comparison.p_slower:.2g}, 95% CI of the median ratio "
             f"x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})")

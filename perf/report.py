@@ -3,7 +3,7 @@
 Columns: stage, median latency, speed-up over ``fp32``, seconds per step, GPU busy time and
 its share of the latency (low: the stage is host-bound), peak GPU memory, share of the device's
 measured matmul peak, the baseline's median, the changes in latency (of the fastest round, what
-the gate judges: :data:`perf.gate.WALL_STATISTIC`) and GPU time (of the median), the
+the first of the gate's :data:`perf.gate.WALL_STATISTICS`) and GPU time (of the median), the
 thresholds they were judged by, and the verdict. The Markdown goes to ``--perf-report`` and,
 in GitHub Actions, to the job summary. :func:`final_line` is the last line of the output.
 """

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from . import optimizations, runner, stages
+from . import ab, gate, optimizations, runner, stages
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "perf_stage" in metafunc.fixturenames:
-        metafunc.parametrize("perf_stage", metafunc.config._perf.settings.stages, indirect=True)
+    for fixture in ("perf_stage", "perf_ab_stage"):
+        if fixture in metafunc.fixturenames:
+            metafunc.parametrize(fixture, metafunc.config._perf.settings.stages, indirect=True)
 
 
 class BuiltStage:
@@ -64,3 +65,25 @@ def perf_stage(request: pytest.FixtureRequest):
     if message is not None:
         perf.judge(name, runner.StageResult(name, "failed", message))
         pytest.fail(message, pytrace=False)
+
+
+class ABStage:
+    """One stage of an A/B run (:mod:`perf.ab`): both sides in their own workers."""
+
+    def __init__(self, name: str, perf):
+        self.name, self._perf = name, perf
+
+    def compare(self) -> None:
+        perf = self._perf
+        result = perf.ab.run(self.name, ab.fewest_pairs(gate.ALPHA))
+        verdict = perf.judge_ab(self.name, result)
+        if result.outcome == "skipped":
+            pytest.skip(f"{self.name} (A/B): {result.message}")
+        if verdict.failing:
+            pytest.fail(verdict.detail if verdict.status == "failed"
+                        else f"{verdict.status.upper()} {self.name} (A/B): {verdict.detail}", pytrace=False)
+
+
+@pytest.fixture
+def perf_ab_stage(request: pytest.FixtureRequest) -> ABStage:
+    return ABStage(request.param, request.config._perf)

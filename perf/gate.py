@@ -42,11 +42,13 @@ where the baseline has it, a baseline stage that now skips) fails unless the use
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 
 from . import counters, stages
 from .baselines import StagePlan, gpu_samples
-from .stats import bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv, smallest_p
+from .stats import (bootstrap_median_ci, bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv,
+                    signed_rank_p, smallest_p)
 
 ALPHA = 0.01
 MEMORY_THRESHOLD = 0.05
@@ -310,6 +312,10 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
 
 
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:
+    if what == "paired":
+        return (f"{what} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
+                f"(median of paired ratios; signed-rank p={comparison.p_slower:.2g}, "
+                f"95% CI x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})")
     of = "" if what != "latency" else f"{comparison.statistic}; "
     return (f"{what} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
             f"({of}rank test p={comparison.p_slower:.2g}, 95% CI of the median ratio "
@@ -337,3 +343,69 @@ def _compare_fail(checks, rounds: list[float], baseline_stats: dict) -> list[str
             else:
                 lines.append(f"{check.field} {value:+.4f} s > --benchmark-compare-fail {check.field}:{check.threshold:g}")
     return lines
+
+
+# -- A/B: the candidate against the reference, pair by pair ------------------------------------
+
+#: Floor of the A/B threshold: a paired ratio moves less than this between identical environments
+#: only where the pairs are many and quiet; 2 % is what a maintainer would still call "the same".
+AB_MIN_EFFECT = 0.02
+
+#: The threshold is this many standard errors of the median paired ratio (1.2533 sigma / sqrt(n)
+#: for a median): about the one-sided 1 % critical value plus a margin, so an unchanged pair of
+#: environments passes and a change of this size fails about half the time; twice it, nearly always.
+AB_STANDARD_ERRORS = 3.0
+
+
+def ab_threshold(ratios: list[float]) -> float:
+    """The smallest slowdown of the median paired ratio the A/B gate fails, from the pairs' spread."""
+    spread = robust_cv(ratios) or 0.0
+    return max(AB_MIN_EFFECT, AB_STANDARD_ERRORS * 1.2533 * spread / max(len(ratios), 1) ** 0.5)
+
+
+def judge_ab(name: str, result, policy: Policy) -> Verdict:
+    """The A/B verdict of one stage: ``result`` is a :class:`perf.ab.ABResult`."""
+    if result is None or result.outcome == "skipped":
+        return Verdict(name, "skipped", result.message if result else "not run")
+    if result.outcome == "failed":
+        return Verdict(name, "failed", result.message, failing=True, headline=f"{name} failed")
+    if result.outcome == "not compared":
+        return not_compared(name, result.message, policy)
+    candidate, reference = result.candidate, result.reference
+    ratios = result.ratios
+    if not ratios or 0.5 ** len(ratios) >= ALPHA:
+        return not_compared(name, f"{len(ratios)} pairs: the signed-rank test cannot reach p < {ALPHA}", policy)
+    logs = [math.log(r) for r in ratios]
+    latency = LatencyComparison(
+        ratio=statistics.median(ratios), threshold=ab_threshold(ratios),
+        p_slower=signed_rank_p(logs), p_faster=signed_rank_p([-x for x in logs]),
+        ci=bootstrap_median_ci(ratios), baseline_cv=robust_cv(ratios), statistic="median of paired ratios")
+    gpu = None
+    if candidate.gpu_seconds and reference.gpu_seconds and comparable(len(candidate.gpu_seconds), len(reference.gpu_seconds)):
+        gpu = compare_latency(reference.gpu_seconds, candidate.gpu_seconds, GPU_TIME_MIN_EFFECT)
+    base_mem, mem = reference.peak_memory_bytes, candidate.peak_memory_bytes
+    memory_ratio = mem / base_mem if base_mem and mem is not None else None
+    changes = counters.compare(reference.counters or {}, candidate.counters or {})
+    fields = dict(latency=latency, gpu=gpu, memory_ratio=memory_ratio, counter_changes=changes,
+                  baseline_median=reference.median, baseline="reference")
+    steps = result.steps
+    problems = []
+    if latency.regressed:
+        problems.append(f"candidate/reference {_regression_detail('paired', latency)[len('paired '):]}")
+    if gpu is not None and gpu.regressed:
+        problems.append(_regression_detail("GPU time", gpu))
+    if memory_regressed(base_mem, mem):
+        problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
+                        f"(+{(memory_ratio - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
+    problems += [change.describe(steps) for change in changes if change.regressed]
+    notes = [change.describe(steps) for change in changes if not change.regressed]
+    if problems:
+        return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
+                       headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)
+    gpu_note = "" if gpu is None else f"; GPU time {(gpu.ratio - 1) * 100:+.1f}% within {gpu.threshold * 100:.1f}%"
+    suffix = gpu_note + "".join(f"; {note}" for note in notes)
+    if latency.improved:
+        return Verdict(name, "faster", f"candidate/reference {latency.ratio:.3f} (p={latency.p_faster:.2g}, "
+                                       f"95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)
+    return Verdict(name, "ok", f"candidate/reference {latency.ratio:.3f}, within +{latency.threshold * 100:.1f}% "
+                               f"(95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)

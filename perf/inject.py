@@ -13,6 +13,10 @@ GPU busy seconds per denoising step (wall seconds where the baseline has no GPU 
 0.05 is 5 % more GPU work. The work is a custom operator that spins (a GPU spin kernel on
 CUDA, a busy loop on CPU) so it survives ``torch.jit.trace``, ``torch.compile`` and CUDA graphs:
 a Python ``time.sleep`` would vanish from a captured graph and prove nothing.
+``--perf-inject-host-delay=SECONDS`` spins on the host in every generation's image
+post-processing: host time no counter sees, which only a clock can catch (the A/B gate of
+:mod:`perf.ab` at a few percent; the stored-baseline gate only beyond the host's drift).
+``--perf-inject-crash`` kills an A/B worker with SIGSEGV mid-stage: that stage must fail alone.
 """
 
 from __future__ import annotations
@@ -142,3 +146,24 @@ def recompile_once(pipe) -> None:
         return step(*args, **kwargs)
 
     pipe.scheduler.step = stepped
+
+
+def delay_postprocessing(pipe, seconds: float) -> None:
+    """Spin ``seconds`` on the host in the image post-processing of every generation.
+
+    Host time that no counter sees (one more Python call, no op, no sync), after the images are
+    on the host so nothing hides it behind the GPU: a slower post-processing in a Diffusers
+    change looks like this. A busy loop, not ``time.sleep``, so the core stays busy as real
+    work would keep it.
+    """
+    if seconds <= 0:
+        return
+    postprocess = pipe.image_processor.postprocess
+
+    def delayed(*args, **kwargs):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+        return postprocess(*args, **kwargs)
+
+    pipe.image_processor.postprocess = delayed

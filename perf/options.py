@@ -6,7 +6,6 @@ at configure time, before anything is built.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 from . import gate, pipelines, stages
+from .settings import Settings
 from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
 
 #: Whole-number options: (lowest, highest) value taken; beyond the highest a run could not fit in
@@ -73,45 +73,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "baseline's wall seconds per step, in every scheduler step; needs --benchmark-compare")
     group.addoption("--perf-inject-recompile", action="store_true",
                     help="(proves the counters) make the compiled UNet recompile once: a guard it reads changes")
+    group.addoption("--perf-inject-host-delay", metavar="SECONDS", type=float, default=0.0,
+                    help="(proves the clocks) spin SECONDS on the host in every generation's image "
+                         "post-processing: host time that no counter sees")
+    group.addoption("--perf-inject-side", choices=("candidate", "reference"), default="candidate",
+                    help="A/B runs: which side --perf-inject-host-delay and --perf-inject-crash act on "
+                         "(default: candidate, this environment)")
+    group.addoption("--perf-inject-crash", action="store_true",
+                    help="(proves worker isolation) A/B runs: the injected side's worker of the first selected "
+                         "stage dies of SIGSEGV after two rounds; that stage must fail alone")
+    group.addoption("--perf-reference-python", metavar="PATH", default=None,
+                    help="A/B in one job: also run every selected stage as test_ab[stage], alternating rounds "
+                         "between this environment and the Python interpreter at PATH (another venv: "
+                         "Diffusers main, the previous torch) on the same device, judged on the paired ratios")
     group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
                     help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
                          "baseline's GPU busy time per step (its wall time per step where it has none); "
                          "needs --benchmark-compare")
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    pipeline: str  # an embedded pipeline's name, or "model" for --perf-model
-    model: Path | None
-    stages: list[str]
-    steps: int
-    size: int
-    batch: int
-    budget: Budget
-    report: Path | None
-    count_flops: bool
-    inject_nan: bool
-    inject_slowdown: float
-    inject_sync: bool = False
-    inject_host_work: float = 0.0
-    inject_recompile: bool = False
-    host_drift: float | None = None
-    allow_uncompared: bool = False
-
-    @property
-    def injecting(self) -> bool:
-        """Whether a fault is injected on purpose: such a run is never saved."""
-        return bool(self.inject_nan or self.inject_slowdown or self.inject_sync or self.inject_host_work
-                    or self.inject_recompile)
-
-    @property
-    def label(self) -> str:
-        return self.pipeline if self.model is None else f"model:{self.model.name}"
-
-    def describe(self) -> dict:
-        """The run settings as saved in the JSON (``diffusers_perf.settings``)."""
-        return {"pipeline": self.label, "steps": self.steps, "size": self.size, "batch": self.batch,
-                "stages": self.stages, "gpu_rounds": self.budget.gpu_rounds}
 
 
 def settings_from(config: pytest.Config) -> Settings:
@@ -178,6 +156,9 @@ def settings_from(config: pytest.Config) -> Settings:
                                     "a fraction such as 0.05 proves the gate")
         if fraction and not get("benchmark_compare"):
             raise pytest.UsageError(f"{option} sizes the injected work from a baseline: add --benchmark-compare")
+    delay = get("perf_inject_host_delay")
+    if delay < 0 or delay > 60:
+        raise pytest.UsageError(f"--perf-inject-host-delay: must be seconds from 0 to 60, got {delay}")
     if get("perf_inject_sync") and not torch.cuda.is_available():
         raise pytest.UsageError("--perf-inject-sync adds a host-device sync, which needs CUDA; "
                                 "on CPU prove the counters with --perf-inject-host-work")
@@ -186,6 +167,12 @@ def settings_from(config: pytest.Config) -> Settings:
                                 "none of the selected stages compiles")
     slowdown = get("perf_inject_slowdown")
     report = (get("perf_report") or "").strip()
+    reference = get("perf_reference_python")
+    if reference is not None and not reference.strip():
+        raise pytest.UsageError("--perf-reference-python: empty; pass the reference environment's bin/python")
+    if reference is None and (get("perf_inject_crash") or get("perf_inject_side") == "reference"):
+        raise pytest.UsageError("--perf-inject-crash and --perf-inject-side=reference act on A/B workers: "
+                                "pass --perf-reference-python too")
 
     return Settings(
         pipeline=name,
@@ -209,6 +196,10 @@ def settings_from(config: pytest.Config) -> Settings:
         inject_sync=get("perf_inject_sync"),
         inject_host_work=get("perf_inject_host_work"),
         inject_recompile=get("perf_inject_recompile"),
+        inject_host_delay=get("perf_inject_host_delay"),
+        inject_side=get("perf_inject_side"),
+        inject_crash=get("perf_inject_crash"),
+        reference_python=reference,
         host_drift=get("perf_host_drift"),
         allow_uncompared=get("perf_allow_uncompared"),
     )
@@ -225,7 +216,8 @@ def _check_numbers(get) -> None:
     for option, value, low in (("--perf-max-time", get("perf_max_time"), "positive seconds"),
                                ("--perf-host-drift", get("perf_host_drift"), "0 or more"),
                                ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0"),
-                               ("--perf-inject-host-work", get("perf_inject_host_work"), "a fraction >= 0")):
+                               ("--perf-inject-host-work", get("perf_inject_host_work"), "a fraction >= 0"),
+                               ("--perf-inject-host-delay", get("perf_inject_host_delay"), "seconds >= 0")):
         if value is not None and not math.isfinite(value):
             raise pytest.UsageError(f"{option}: must be a finite number ({low}), got {value}")
     if get("perf_host_drift") is not None and get("perf_host_drift") < 0:

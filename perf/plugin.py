@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from . import baselines, gate, options, preflight, report, stages, storage
+from . import ab, baselines, gate, options, preflight, report, stages, storage, worker
 from .runner import Runner, StageResult
 
 PERF_DIR = Path(__file__).resolve().parent
@@ -50,6 +50,8 @@ class PerfSession:
     not_saved: str = ""
     save_error: str = ""
     save_short: str = ""  # the same, in a few words, for the final line
+    ab: ab.Session | None = None  # --perf-reference-python: the A/B part of the run
+    ab_verdicts: dict[str, gate.Verdict] = dataclasses.field(default_factory=dict)
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
         """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
@@ -57,6 +59,14 @@ class PerfSession:
         stage_plan = self.plan.stages.get(name) if self.plan else None
         verdict = self.verdicts[name] = gate.judge(name, result, stage_plan, self.policy)
         return verdict
+
+    def judge_ab(self, name: str, result: ab.ABResult) -> gate.Verdict:
+        policy = dataclasses.replace(self.policy, compare=True)  # an A/B stage is always a comparison
+        verdict = self.ab_verdicts[name] = gate.judge_ab(name, result, policy)
+        return verdict
+
+    def ordered_ab_verdicts(self) -> list[gate.Verdict]:
+        return [self.ab_verdicts[name] for name in self.settings.stages if name in self.ab_verdicts]
 
     def ordered_verdicts(self) -> list[gate.Verdict]:
         # A stage with no verdict was deselected (-k) or the run stopped before it (-x): not run,
@@ -118,8 +128,21 @@ def pytest_configure(config: pytest.Config) -> None:
     if (settings.inject_slowdown or settings.inject_host_work) and (plan is None or not plan.baselines()):
         raise pytest.UsageError("--perf-inject-slowdown and --perf-inject-host-work size the injected work from a "
                                 f"baseline, and none was found for this hardware; record one first with `{RECORD_COMMAND}`")
+    session_ab = None
+    if settings.reference_python is not None:
+        problem = worker.check_python(settings.reference_python)
+        if problem:
+            raise pytest.UsageError(f"--perf-reference-python: {problem}")
+        session_ab = ab.Session(settings, worker.resolve(settings.reference_python))
     config._perf = PerfSession(settings=settings, runner=Runner(settings, plan.stages if plan else None),
-                               storage=root, key=key, policy=policy, plan=plan, context=context)
+                               storage=root, key=key, policy=policy, plan=plan, context=context, ab=session_ab)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """``test_ab`` runs only when a reference is given (--perf-reference-python)."""
+    perf: PerfSession | None = getattr(config, "_perf", None)
+    if perf is not None and perf.ab is None:
+        items[:] = [item for item in items if getattr(item, "originalname", item.name) != "test_ab"]
 
 
 def _check_benchmark_options(config: pytest.Config, settings: options.Settings, compare: bool, saving: bool) -> None:
@@ -242,6 +265,7 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
     perf: PerfSession = session.config._perf
     if bs is not None and (bs.save or bs.autosave):
         failing = [v.stage for v in perf.verdicts.values() if v.failing and v.status != "not compared"]
+        failing += [f"{v.stage} (A/B)" for v in perf.ab_verdicts.values() if v.failing]
         if session.exitstatus == pytest.ExitCode.INTERRUPTED:
             perf.not_saved = "interrupted: no baseline was saved"
         elif failing:
@@ -250,6 +274,8 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
         if perf.not_saved:
             bs.save = bs.autosave = None
             perf.save_short = "not saved"
+    if bs is not None and not bs.benchmarks and perf.ab_verdicts:
+        bs.json = None  # only A/B ran: the suite writes --benchmark-json itself (_write_ab_json)
     yield
 
 
@@ -263,15 +289,20 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
             perf.context.append(line)
     if perf.save_error and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if not perf.runner.results and not perf.verdicts:
+    if perf.ab_verdicts:
+        _write_ab_json(session.config, perf)
+    if not perf.runner.results and not perf.verdicts and not perf.ab_verdicts:
         return
-    verdicts = perf.ordered_verdicts()
-    text = report.markdown(_title(perf), verdicts, perf.runner.results, _not_selected(perf), perf.context)
+    verdicts = perf.ordered_verdicts() if perf.verdicts else []
+    text = report.markdown(_title(perf), verdicts, perf.runner.results, _not_selected(perf), perf.context) \
+        if verdicts else ""
+    if perf.ab_verdicts:
+        text += ("\n" if text else "") + report.ab_markdown(perf.ordered_ab_verdicts(), perf.ab)
     try:
         report.write(text, perf.settings.report)
     except OSError as exc:
         perf.context.append(f"the report could not be written: {exc.strerror or exc}")
-    if any(v.failing for v in verdicts) and session.exitstatus == pytest.ExitCode.OK:
+    if any(v.failing for v in verdicts + perf.ordered_ab_verdicts()) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -288,12 +319,17 @@ def _title(perf: PerfSession) -> str:
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     perf: PerfSession = config._perf
-    if not perf.verdicts:
+    if not perf.verdicts and not perf.ab_verdicts:
         return
     terminalreporter.section("diffusers-perf", sep="-", bold=True)
-    verdicts = perf.ordered_verdicts()
-    report.terminal(verdicts, perf.runner.results, _not_selected(perf), perf.context, terminalreporter.write_line)
+    verdicts = perf.ordered_verdicts() if perf.verdicts else []
+    if verdicts:
+        report.terminal(verdicts, perf.runner.results, _not_selected(perf), perf.context, terminalreporter.write_line)
+    if perf.ab_verdicts:
+        report.ab_terminal(perf.ordered_ab_verdicts(), perf.ab, terminalreporter.write_line)
     failing = [v for v in verdicts if v.failing and v.status != "failed"]
+    failing += [dataclasses.replace(v, stage=f"{v.stage} (A/B)") for v in perf.ordered_ab_verdicts()
+                if v.failing and v.status != "failed"]
     if failing:
         terminalreporter.write_line("")
         for verdict in failing:
@@ -308,11 +344,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     """The last line of the output: the verdict of the whole run, after pytest's own counts."""
     perf: PerfSession | None = getattr(config, "_perf", None)
     terminal = config.pluginmanager.get_plugin("terminalreporter")
-    if perf is None or terminal is None or not perf.verdicts:
+    if perf is None or terminal is None or not (perf.verdicts or perf.ab_verdicts):
         return
-    line, failed = report.final_line(perf.ordered_verdicts(), perf.policy,
-                                     [run.path.name for run in perf.plan.baselines()] if perf.plan else [],
-                                     perf.saved, perf.save_short, bool(perf.save_error))
+    line, failed = "", False
+    if perf.verdicts:
+        line, failed = report.final_line(perf.ordered_verdicts(), perf.policy,
+                                         [run.path.name for run in perf.plan.baselines()] if perf.plan else [],
+                                         perf.saved, perf.save_short, bool(perf.save_error))
+    if perf.ab_verdicts:
+        line, failed = report.with_ab(line, failed, perf.ordered_ab_verdicts(), perf.ab.pythons["reference"],
+                                      perf.settings.allow_uncompared)
     terminal.write_line(line, red=failed, green=not failed, bold=True)
 
 
@@ -337,3 +378,25 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         "verdicts": {v.stage: {"status": v.status, "detail": v.detail, "baseline": v.baseline}
                      for v in perf.verdicts.values()},
     }
+    if perf.ab_verdicts:
+        output_json["diffusers_perf"]["ab"] = report.ab_json(perf.ordered_ab_verdicts(), perf.ab)
+
+
+def _write_ab_json(config: pytest.Config, perf: PerfSession) -> None:
+    """``--benchmark-json`` when only A/B stages ran: pytest-benchmark writes nothing without benchmarks."""
+    target = config.option.benchmark_json
+    bs = getattr(config, "_benchmarksession", None)
+    if not target or (bs is not None and bs.benchmarks):
+        return
+    import json
+
+    text = json.dumps({"diffusers_perf": {"hardware_key": perf.key, "settings": perf.settings.describe(),
+                                          "ab": report.ab_json(perf.ordered_ab_verdicts(), perf.ab)}}, indent=2)
+    try:
+        if hasattr(target, "write"):  # pytest-benchmark before 5.3 hands an open file
+            target.write(text.encode() if "b" in getattr(target, "mode", "") else text)
+            target.flush()
+        else:
+            Path(target).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        perf.context.append(f"--benchmark-json could not be written: {exc.strerror or exc}")

@@ -73,14 +73,17 @@ def _notes(verdicts, missing, context, skipped: bool = True) -> list[str]:
 
 
 def terminal(verdicts, results, missing, context, write_line) -> None:
-    table = [HEADERS] + rows(verdicts, results)
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADERS))]
+    _table([HEADERS] + rows(verdicts, results), write_line)
+    for note in _notes(verdicts, missing, context, skipped=False):
+        write_line(f"  {note}")
+
+
+def _table(table, write_line) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for index, row in enumerate(table):
         write_line("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if index == 0:
             write_line("  ".join("-" * width for width in widths))
-    for note in _notes(verdicts, missing, context, skipped=False):
-        write_line(f"  {note}")
 
 
 def markdown(title: str, verdicts, results, missing, context) -> str:
@@ -151,3 +154,120 @@ def write(text: str, path: Path) -> list[Path]:
             handle.write(text + "\n")
         written.append(Path(summary))
     return written
+
+
+# -- A/B ------------------------------------------------------------------------------------------
+
+AB_HEADERS = ("stage", "candidate s", "reference s", "pairs", "candidate/reference", "95% CI", "p", "threshold",
+              "GPU change", "verdict")
+
+
+def ab_rows(verdicts, session) -> list[tuple[str, ...]]:
+    table = []
+    for verdict in verdicts:
+        result = session.results.get(verdict.stage)
+        cand = result.candidate if result else None
+        ref = result.reference if result else None
+        latency = verdict.latency
+        table.append((
+            verdict.stage,
+            _num(cand.median if cand else None, "{:.3f}"),
+            _num(ref.median if ref else None, "{:.3f}"),
+            str(len(result.ratios)) if result and result.ratios else "",
+            _num(latency.ratio if latency else None, "{:.3f}"),
+            f"{latency.ci[0]:.3f}-{latency.ci[1]:.3f}" if latency else "",
+            f"{min(latency.p_slower, latency.p_faster):.2g}" if latency else "",
+            _num(latency.threshold * 100 if latency else None, "+{:.1f}%"),
+            "" if verdict.gpu is None else f"{(verdict.gpu.ratio - 1) * 100:+.1f}%",
+            verdict.status,
+        ))
+    return table
+
+
+def ab_sides(session) -> list[str]:
+    """Each side's interpreter and versions: what the comparison was between."""
+    lines = []
+    for side in ("candidate", "reference"):
+        soft = session.software.get(side) or {}
+        versions = ", ".join(f"{k} {v}" for k, v in soft.items() if v and k in ("python", "torch", "diffusers",
+                                                                            "transformers", "cuda"))
+        lines.append(f"{side}: {session.pythons[side]}" + (f" ({versions})" if versions else ""))
+    return lines
+
+
+def _ab_notes(verdicts) -> list[str]:
+    return [f"{v.stage}: {v.status} — {v.detail}" for v in verdicts
+            if v.detail and (v.status not in ("ok",) or v.counter_changes)]
+
+
+AB_LEGEND = ("candidate/reference: median of the ratios of adjacent rounds (A B B A ...); threshold: the "
+             "smallest slowdown the A/B gate fails for this stage here, from the pairs' own spread")
+
+
+def ab_terminal(verdicts, session, write_line) -> None:
+    write_line("")
+    write_line("A/B, rounds alternating on this device:")
+    _table([AB_HEADERS] + ab_rows(verdicts, session), write_line)
+    for note in ab_sides(session) + _ab_notes(verdicts):
+        write_line(f"  {note}")
+
+
+def ab_markdown(verdicts, session) -> str:
+    lines = ["## A/B: candidate against reference, rounds alternating on one device", "",
+             "| " + " | ".join(AB_HEADERS) + " |", "|" + "---|" * len(AB_HEADERS)]
+    for row in ab_rows(verdicts, session):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    lines += ["", f"_{AB_LEGEND}_", ""]
+    lines.extend(f"- {note}" for note in ab_sides(session) + _ab_notes(verdicts))
+    return "\n".join(lines) + "\n"
+
+
+def ab_json(verdicts, session) -> dict:
+    """The A/B part of the JSON: every round of both sides, so the verdict can be checked."""
+    out = {"sides": {side: {"python": session.pythons[side], "software": session.software.get(side) or {}}
+                     for side in ("candidate", "reference")}, "stages": {}}
+    for verdict in verdicts:
+        result = session.results.get(verdict.stage)
+        entry = {"status": verdict.status, "detail": verdict.detail}
+        if verdict.latency is not None:
+            entry.update(ratio=verdict.latency.ratio, threshold=verdict.latency.threshold,
+                         p_slower=verdict.latency.p_slower, p_faster=verdict.latency.p_faster,
+                         ci=list(verdict.latency.ci))
+        if result is not None:
+            entry["ratios"] = result.ratios
+            for side in ("candidate", "reference"):
+                data = getattr(result, side)
+                if data is not None:
+                    entry[side] = {"rounds": data.rounds, "warmup_seconds": data.warmup_seconds,
+                                   "gpu_seconds": data.gpu_seconds, "counters": data.counters,
+                                   "peak_memory_bytes": data.peak_memory_bytes,
+                                   "startup_seconds": data.startup_seconds}
+        out["stages"][verdict.stage] = entry
+    return out
+
+
+def with_ab(line: str, failed: bool, verdicts, reference: str, allow_uncompared: bool) -> tuple[str, bool]:
+    """The final line with the A/B verdict added (or the whole line, when only A/B ran)."""
+    regressed = [v for v in verdicts if v.status == "REGRESSION"]
+    compared = [v for v in verdicts if v.compared]
+    faster = [v for v in verdicts if v.status == "faster"]
+    broken = [v for v in verdicts if v.status == "failed"]
+    uncompared = [v for v in verdicts if v.status == "not compared"]
+    if regressed:
+        named = ", ".join(v.headline for v in regressed[:3]) + (", ..." if len(regressed) > 3 else "")
+        part = f"A/B: {len(regressed)} of {len(verdicts)} stages regressed ({named})"
+    else:
+        part = f"A/B: {len(compared)} of {len(verdicts)} stages compared, none regressed"
+    if faster:
+        part += f", {len(faster)} faster ({', '.join(v.stage for v in faster)})"
+    if uncompared:
+        allowed = " (allowed by --perf-allow-uncompared)" if allow_uncompared else ""
+        part += f"; {len(uncompared)} not compared{allowed}: {', '.join(v.stage for v in uncompared)}"
+    if broken:
+        part += f"; {len(broken)} failed: {', '.join(v.stage for v in broken)}"
+    part += f" vs {reference}"
+    failed = failed or any(v.failing for v in verdicts)
+    if not line:
+        return f"diffusers-perf: {'FAIL' if failed else 'PASS'}, {part}", failed
+    head, _, rest = line.partition(", ")
+    return f"diffusers-perf: {'FAIL' if failed else 'PASS'}, {rest}; {part}", failed

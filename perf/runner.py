@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from . import baselines, counters, flops, guards, inject, optimizations, pipelines, requirements, stages, timing
-from .options import Settings
+from .settings import Settings
 from .stats import robust_cv
 
 
@@ -52,7 +52,7 @@ class Runner:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.results: dict[str, StageResult] = {}
         self._flops: int | None = None
-        self._dynamo_before: dict[str, int] = {}  # dynamo's totals when the current stage was built
+        self.dynamo_before: dict[str, int] = {}  # dynamo's totals when the current stage was built
         self._software: dict | None = None
         self._hardware: dict | None = None
 
@@ -65,7 +65,7 @@ class Runner:
         """The stage's pipeline, ready to time. Call inside ``optimizations.tf32(recipe.tf32)``."""
         s = self.settings
         recipe = stages.recipe(name)
-        self._dynamo_before = counters.dynamo_state()
+        self.dynamo_before = counters.dynamo_state()
         if s.model is not None:
             pipe = pipelines.load(s.model, self.device)
         else:
@@ -75,7 +75,7 @@ class Runner:
 
         def before_capture(pipe):
             if s.count_flops and self._flops is None:
-                self._flops = flops.count_generation_flops(lambda n: self._generate(pipe, n), s.steps)
+                self._flops = flops.count_generation_flops(lambda n: self.generate(pipe, n), s.steps)
             if s.inject_slowdown:
                 inject.slow_down_unet(pipe, self.injected_seconds_per_call(name))
             if s.inject_nan:
@@ -86,6 +86,8 @@ class Runner:
                 inject.host_work_every_step(pipe, s.inject_host_work * self._baseline_seconds_per_step(name))
             if s.inject_recompile and recipe.compile is not None:
                 inject.recompile_once(pipe)
+            if s.inject_host_delay:
+                inject.delay_postprocessing(pipe, s.inject_host_delay)
 
         return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
                                    before_capture=before_capture)
@@ -113,7 +115,7 @@ class Runner:
 
     # -- measuring ----------------------------------------------------------------------------
 
-    def _generate(self, pipe, steps: int):
+    def generate(self, pipe, steps: int):
         s = self.settings
         generator = torch.Generator(self.device).manual_seed(pipelines.SEED)
         return pipe(pipelines.PROMPT, num_inference_steps=steps, height=s.size, width=s.size,
@@ -123,7 +125,7 @@ class Runner:
         s = self.settings
         recipe = stages.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
-        measured = timing.measure(benchmark, lambda: self._generate(pipe, s.steps), self.device, s.budget,
+        measured = timing.measure(benchmark, lambda: self.generate(pipe, s.steps), self.device, s.budget,
                                   compiled=recipe.compile is not None)
         rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         try:
@@ -170,7 +172,7 @@ class Runner:
         if measured.counters:
             extra["counters"] = dict(measured.counters)
             if recipe.compile is not None:
-                extra["counters"].update(counters.dynamo_delta(self._dynamo_before))
+                extra["counters"].update(counters.dynamo_delta(self.dynamo_before))
         if measured.gpu_seconds:
             gpu_median = statistics.median(measured.gpu_seconds)
             extra.update(gpu_seconds=measured.gpu_seconds, gpu_median=gpu_median,
@@ -184,7 +186,7 @@ class Runner:
             extra["injected_seconds_per_unet_call"] = self.injected_seconds_per_call(name)
         if s.inject_nan:
             extra["injected_nan"] = True
-        for fault in ("inject_sync", "inject_host_work", "inject_recompile"):
+        for fault in ("inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay"):
             if getattr(s, fault):
                 extra[f"injected_{fault[len('inject_'):]}"] = getattr(s, fault)
         return extra

@@ -1,0 +1,62 @@
+"""What one run measures and how, as a plain value: built from the command line by
+:mod:`perf.options`, and sent to the A/B workers (:mod:`perf.worker`), which may run under another
+environment's Python without pytest."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .timing import Budget
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    pipeline: str  # an embedded pipeline's name, or "model" for --perf-model
+    model: Path | None
+    stages: list[str]
+    steps: int
+    size: int
+    batch: int
+    budget: Budget
+    report: Path | None
+    count_flops: bool
+    inject_nan: bool
+    inject_slowdown: float
+    inject_sync: bool = False
+    inject_host_work: float = 0.0
+    inject_recompile: bool = False
+    inject_host_delay: float = 0.0  # seconds
+    inject_side: str = "candidate"  # A/B runs: which side the faults go into
+    inject_crash: bool = False  # A/B runs: the injected side's worker segfaults mid-stage
+    reference_python: str | None = None  # A/B runs: the reference environment's interpreter
+    host_drift: float | None = None
+    allow_uncompared: bool = False
+
+    @property
+    def injecting(self) -> bool:
+        """Whether a fault is injected on purpose: such a run is never saved."""
+        return bool(self.inject_nan or self.inject_slowdown or self.inject_sync or self.inject_host_work
+                    or self.inject_recompile or self.inject_host_delay or self.inject_crash)
+
+    @property
+    def label(self) -> str:
+        return self.pipeline if self.model is None else f"model:{self.model.name}"
+
+    def describe(self) -> dict:
+        """The run settings as saved in the JSON (``diffusers_perf.settings``)."""
+        return {"pipeline": self.label, "steps": self.steps, "size": self.size, "batch": self.batch,
+                "stages": self.stages, "gpu_rounds": self.budget.gpu_rounds}
+
+    def to_json(self) -> dict:
+        """The settings a worker needs, as JSON (the report path stays with the parent)."""
+        data = dataclasses.asdict(self)
+        data.update(model=None if self.model is None else str(self.model), report=None)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Settings":
+        data = dict(data)
+        data["budget"] = Budget(**data["budget"])
+        data["model"] = None if data["model"] is None else Path(data["model"])
+        return cls(**data)

@@ -58,7 +58,8 @@ class ABResult:
     message: str = ""
     candidate: Side | None = None
     reference: Side | None = None
-    device: str = ""
+    device: str = ""  # the GPU's or CPU's name
+    device_type: str = ""  # "cuda" | "cpu"
     steps: int | None = None  # denoising steps per generation, to say "1 per step" of a counter change
 
     @property
@@ -114,14 +115,17 @@ class Session:
         step = "starting"
         try:
             built = {}
-            for side in SIDES:  # the candidate first: its memory tells whether a second copy fits
-                step = f"building the {side}"
-                start = time.perf_counter()
+            start = time.perf_counter()
+            for side in SIDES:  # both interpreters start (import torch, diffusers) at once
                 workers[side] = Worker(self.pythons[side], side)
+            for side in SIDES:
+                step = f"starting the {side}"
                 hello = workers[side].request("hello")
                 sides[side].startup_seconds = time.perf_counter() - start
                 sides[side].software = self.software.setdefault(side, hello["software"])
                 result.device = hello["hardware"].get("gpu") or hello["hardware"].get("cpu") or ""
+            for side in SIDES:  # the candidate first: its memory tells whether a second copy fits
+                step = f"building the {side}"
                 try:
                     built[side] = workers[side].request("build", stage=name, settings=self.settings.to_json(),
                                                         inject=self.injected(side, name))
@@ -131,6 +135,7 @@ class Session:
                         return result
                     raise
                 sides[side].warmup_seconds = built[side]["warmup_seconds"]
+                result.device_type = built[side]["device"]
                 if side == "candidate" and not self._fits(built[side], result):
                     return result
             per_pair = sum((built[side]["warmup_seconds"] or [0.0])[-1] for side in SIDES)

@@ -62,6 +62,27 @@ def warmup_rounds(budget: Budget, compiled: bool) -> int:
     return 3 if compiled else 1
 
 
+#: A fresh process is not warm after its declared warm-up rounds: on the 2-core CPU machine the
+#: tiny pipeline's first rounds in a new A/B worker took 0.13-0.18 s, then 0.06 s. Warm-up goes on
+#: until a round is no more than ``SETTLED`` slower than the one before, at most ``SETTLE_ROUNDS``
+#: more rounds.
+SETTLED = 0.10
+SETTLE_ROUNDS = 8
+
+
+def warm_up(call: Callable, budget: Budget, compiled: bool, settle: bool = False) -> list[float]:
+    """Run the warm-up rounds; with ``settle``, more until consecutive rounds agree. Returns their seconds."""
+    seconds = []
+    for _ in range(warmup_rounds(budget, compiled)):
+        seconds.append(_one_round(call))
+    if settle:
+        for _ in range(SETTLE_ROUNDS):
+            if len(seconds) >= 2 and seconds[-1] <= seconds[-2] * (1 + SETTLED):
+                break
+            seconds.append(_one_round(call))
+    return seconds
+
+
 def plan_rounds(budget: Budget, seconds_per_round: float) -> int:
     """How many timed rounds the budget affords, clamped to ``[min_rounds, max_rounds]``."""
     affordable = math.floor(budget.max_time / max(seconds_per_round, 1e-9))

@@ -83,11 +83,7 @@ def serve(requests, reply) -> None:
                         return images
 
                     compiled = stages.recipe(name).compile is not None
-                    warmups = []
-                    for _ in range(timing.warmup_rounds(settings.budget, compiled)):
-                        start = time.perf_counter()
-                        call()
-                        warmups.append(time.perf_counter() - start)
+                    warmups = timing.warm_up(call, settings.budget, compiled, settle=True)
                     state.update(runner=runner, call=call, name=name, device=device, settings=settings, rounds=0,
                                  crash_after=injected.get("crash_after_rounds"), last=None)
                     peak = free = None
@@ -95,7 +91,8 @@ def serve(requests, reply) -> None:
                         peak = torch.cuda.max_memory_allocated(device)
                         free = torch.cuda.mem_get_info(device)[0]
                         torch.cuda.reset_peak_memory_stats(device)
-                    reply({"warmup_seconds": warmups, "peak_memory_bytes": peak, "free_memory_bytes": free})
+                    reply({"warmup_seconds": warmups, "peak_memory_bytes": peak, "free_memory_bytes": free,
+                           "device": device.type})
                 elif op == "round":
                     if state["crash_after"] is not None and state["rounds"] >= state["crash_after"]:
                         os.kill(os.getpid(), signal.SIGSEGV)  # --perf-inject-crash: a segfault mid-stage
@@ -146,6 +143,10 @@ class Worker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
         env.pop("PYTEST_XDIST_WORKER", None)
+        # Idle OpenMP threads of the side that just ran spin for a while (GNU OpenMP, oneDNN) and
+        # take cores from the side that runs next: on the 2-core CPU machine the first rounds after
+        # each switch were 2x slower. Passive waiting puts them to sleep.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self.process = subprocess.Popen([python, "-m", "perf.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         env=env, text=True, bufsize=1)
 

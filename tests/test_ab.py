@@ -1,0 +1,151 @@
+"""A/B in one job (--perf-reference-python): the paired statistics, then whole runs on CPU where
+the reference is this same interpreter, with faults injected into one side on purpose."""
+
+import json
+import sys
+
+import pytest
+
+from perf import ab, gate, stats
+from perf.ab import ABResult, Side
+
+# -- statistics and verdicts on fabricated pairs (pure functions) --------------------------------
+
+
+def test_signed_rank_exact_values():
+    # scipy.stats.wilcoxon(d, alternative="greater", method="exact").pvalue
+    assert stats.signed_rank_p([1, 2, 3, 4, 5, 6, 7]) == pytest.approx(1 / 128)
+    assert stats.signed_rank_p([1, -2, 3, 4, 5]) == pytest.approx(3 / 32)
+    assert stats.signed_rank_p([0.5, -0.1, 0.2, -0.3]) == pytest.approx(7 / 16)
+    assert stats.signed_rank_p([-1, -2, -3]) == 1.0
+
+
+def test_pairs_alternate_so_each_side_goes_first_half_the_time():
+    order = ab.pair_order(4)
+    assert order == [("candidate", "reference"), ("reference", "candidate")] * 2
+    assert ab.plan_pairs(ab.timing.Budget(None, 6, 20, 1.0), 1.0, ab.fewest_pairs(gate.ALPHA)) == 8
+    assert 0.5 ** ab.fewest_pairs(gate.ALPHA) < gate.ALPHA <= 0.5 ** (ab.fewest_pairs(gate.ALPHA) - 1)
+
+
+def pairs(candidate, reference, device="cuda"):
+    result = ABResult("cudagraphs", "passed", candidate=Side("a", rounds=candidate), reference=Side("b", rounds=reference),
+                      device_type=device, steps=50)
+    return gate.judge_ab("cudagraphs", result, gate.Policy(compare=True))
+
+
+def drifting(n, scale=1.0, seed=0):
+    """Rounds on a host whose speed drifts by 40 % over the stage: what pairs must cancel."""
+    import random
+
+    rng = random.Random(seed)
+    return [scale * (0.45 + 0.18 * i / n) * (1 + rng.uniform(-0.01, 0.01)) for i in range(n)]
+
+
+def test_a_small_slowdown_under_host_drift_fails_and_identical_sides_pass():
+    reference = drifting(14, seed=1)
+    assert pairs(drifting(14, seed=2), reference).status == "ok"
+    slower = pairs(drifting(14, 1.05, seed=3), reference)
+    assert slower.status == "REGRESSION" and "candidate/reference +5." in slower.detail
+    # The same rounds unpaired: the host's drift (40 %) hides 5 % from the rank test's effect size.
+    assert gate.compare_latency(reference, drifting(14, 1.05, seed=3), 0.10).ratio < 1.10
+
+
+def test_a_faster_candidate_is_reported_not_failed():
+    verdict = pairs(drifting(14, 0.8, seed=4), drifting(14, seed=5))
+    assert verdict.status == "faster" and not verdict.failing
+
+
+def test_cpu_floor_and_too_few_pairs():
+    verdict = pairs(drifting(14, 1.2, seed=6), drifting(14, seed=7), device="cpu")
+    assert verdict.status == "ok" and verdict.latency.threshold == pytest.approx(gate.AB_DEVICE_MIN_EFFECT["cpu"])
+    few = pairs(drifting(6, 2.0), drifting(6))
+    assert few.status == "not compared" and few.failing and "6 pairs" in few.detail
+
+
+def test_counters_and_gpu_time_are_compared_side_by_side():
+    result = ABResult("sdpa", "passed", steps=50,
+                      candidate=Side("a", rounds=drifting(8), gpu_seconds=[0.55] * 5,
+                                     counters={"stream_syncs": 352, "python_calls": 369_550}),
+                      reference=Side("b", rounds=drifting(8), gpu_seconds=[0.55] * 5,
+                                     counters={"stream_syncs": 302, "python_calls": 369_500}),
+                      device_type="cuda")
+    verdict = gate.judge_ab("sdpa", result, gate.Policy(compare=True))
+    assert verdict.status == "REGRESSION" and "302 -> 352" in verdict.detail and "1 per step" in verdict.detail
+
+
+# -- whole runs: the reference is this interpreter -----------------------------------------------
+
+AB = ("-k", "test_ab", "--perf-max-rounds=12", "--perf-report=none")
+
+
+def ab_json(path):
+    return json.loads(path.read_text())["diffusers_perf"]["ab"]["stages"]
+
+
+def test_a_a_passes_and_faults_in_either_side_are_seen(suite):
+    """One stage; the same interpreter on both sides; then a host delay in the candidate (slower:
+    fails), then in the reference (the candidate is faster: reported, passes). The delay doubles
+    a round, above the CPU floor."""
+    common = ("--perf-stages=bf16", f"--perf-reference-python={sys.executable}", *AB)
+    same = suite.run(*common, "--benchmark-json=aa.json")
+    assert same.ret == 0, same.stdout.str()
+    assert "A/B: 1 of 1 stages compared, none regressed" in suite.last_line(same)
+    stage = ab_json(suite.pytester.path / "aa.json")["bf16"]
+    assert len(stage["ratios"]) >= 8 and stage["candidate"]["counters"] == stage["reference"]["counters"]
+    delay = "--perf-inject-host-delay=0.15"
+    slower = suite.run(*common, delay)
+    assert slower.ret == 1
+    assert "REGRESSION bf16 (A/B): candidate/reference +" in slower.stdout.str()
+    assert suite.last_line(slower).startswith("diffusers-perf: FAIL, A/B: 1 of 1 stages regressed")
+    faster = suite.run(*common, delay, "--perf-inject-side=reference")
+    assert faster.ret == 0, faster.stdout.str()
+    assert "1 faster (bf16)" in suite.last_line(faster)
+
+
+def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):
+    result = suite.run("--perf-stages=fp32,bf16", f"--perf-reference-python={sys.executable}", *AB,
+                       "--perf-inject-crash", "--benchmark-json=crash.json")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*fp32: failed — A/B fp32: the candidate worker died during 'round' "
+                                 "(killed by SIGSEGV), at round *"])
+    stages = ab_json(suite.pytester.path / "crash.json")
+    assert stages["fp32"]["status"] == "failed" and stages["bf16"]["status"] in ("ok", "faster")
+    assert "1 failed: fp32" in suite.last_line(result)
+
+
+def test_stored_gate_and_a_b_in_one_job(suite):
+    """Both gates run; A/B alone leaves no stored run behind."""
+    assert suite.run("--perf-stages=bf16", "--benchmark-save=base").ret == 0
+    both = suite.run("--perf-stages=bf16", "--benchmark-compare", f"--perf-reference-python={sys.executable}",
+                     "--perf-max-rounds=12", "--perf-report=none")
+    assert both.ret == 0, both.stdout.str()
+    line = suite.last_line(both)
+    assert "1 of 1 stages compared, none regressed" in line and "; A/B: 1 of 1 stages compared" in line
+
+
+@pytest.mark.parametrize("reference, expected", [
+    ("/nonexistent/bin/python", "does not exist"),
+    (".", "is not an executable file"),
+    ("{fake}", "is not a Python interpreter"),
+    ("{no_diffusers}", "lacks diffusers"),
+])
+def test_bad_reference_is_one_line_and_exit_4(suite, reference, expected, tmp_path):
+    fake = tmp_path / "fake-python"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "diffusers.py").write_text("raise ImportError('not installed here')\n")
+    no_diffusers = tmp_path / "python-without-diffusers"
+    no_diffusers.write_text(f'#!/bin/sh\nPYTHONPATH={blocker}:$PYTHONPATH exec {sys.executable} "$@"\n')
+    no_diffusers.chmod(0o755)
+    result = suite.run(f"--perf-reference-python={reference.format(fake=fake, no_diffusers=no_diffusers)}")
+    assert result.ret == 4
+    errors = [line for line in result.stderr.lines if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("ERROR: --perf-reference-python: ") and expected in errors[0]
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_worker_options_need_a_reference(suite):
+    result = suite.run("--perf-inject-crash")
+    assert result.ret == 4 and "pass --perf-reference-python too" in result.stderr.str()

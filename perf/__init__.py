@@ -16,6 +16,8 @@ Where things are:
 * ``gate.py``          per-stage thresholds and verdicts: what "compared" and "regressed" mean
 * ``report.py``        the table, in the terminal, Markdown and the GitHub job summary; the final line
 * ``preflight.py``     every output the run will write, checked before the first stage
+* ``ab.py``, ``worker.py``  A/B in one job: each side in its own worker process, rounds alternating
+* ``settings.py``      one run's settings as a plain value (what workers receive)
 * ``options.py``, ``plugin.py``  command-line options and pytest hooks
 * ``compare.py``       ``python -m perf.compare BASELINE RUN``: re-judge a saved run
 """

@@ -91,6 +91,13 @@ class Session:
         self.software: dict[str, dict] = {}  # side -> versions, from the first stage's workers
         self.results: dict[str, ABResult] = {}
 
+    def worker_settings(self) -> dict:
+        """The settings each worker builds with: the faults go only through :meth:`injected`."""
+        clean = dataclasses.replace(self.settings, inject_nan=False, inject_slowdown=0.0, inject_sync=False,
+                                    inject_host_work=0.0, inject_recompile=False, inject_host_delay=0.0,
+                                    inject_crash=False, count_flops=False)
+        return clean.to_json()
+
     def injected(self, side: str, name: str) -> dict:
         s = self.settings
         if side != s.inject_side:
@@ -127,7 +134,7 @@ class Session:
             for side in SIDES:  # the candidate first: its memory tells whether a second copy fits
                 step = f"building the {side}"
                 try:
-                    built[side] = workers[side].request("build", stage=name, settings=self.settings.to_json(),
+                    built[side] = workers[side].request("build", stage=name, settings=self.worker_settings(),
                                                         inject=self.injected(side, name))
                 except WorkerDied as exc:
                     if side == "reference":  # the reference cannot build it: nothing to compare with

@@ -38,10 +38,6 @@ from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # put on the reference's PYTHONPATH
 
-#: What a worker does on purpose to prove the A/B gate (``--perf-inject-side`` chooses the side).
-INJECTIONS = ("host_delay", "crash_after_rounds")
-
-
 class WorkerDied(RuntimeError):
     """The worker process ended or answered an error; the message is one line."""
 

@@ -26,7 +26,7 @@ SLOWER = """
 import time
 from perf import runner
 
-_generate = runner.Runner._generate
+_generate = runner.Runner.generate
 
 
 def _slower(self, pipe, steps):
@@ -34,7 +34,7 @@ def _slower(self, pipe, steps):
     return _generate(self, pipe, steps)
 
 
-runner.Runner._generate = _slower
+runner.Runner.generate = _slower
 """
 
 BF16_SKIPS = """

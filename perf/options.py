@@ -51,8 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "beside wall time (CUDA only; default: 5, the fewest a rank test can use; 0: off)")
     group.addoption("--perf-host-drift", metavar="FACTOR", type=float, default=None,
                     help="how much the host's share of a GPU stage's latency may grow between unchanged runs "
-                         "before wall time fails it (default: 2.0, measured on a shared H100 host; "
-                         "lower it on a dedicated runner)")
+                         "before wall time fails it (default, measured on a shared H100 host: 2.0 for eager "
+                         "stages, 0.8 on the fastest round and 1.5 on the median for CUDA-graph stages; one "
+                         "value replaces them all; lower it on a dedicated runner)")
     group.addoption("--perf-report", metavar="PATH", default="perf-report.md",
                     help="Markdown report written at the end of the run (default: perf-report.md; "
                          "'none' or empty: no report file); also appended to $GITHUB_STEP_SUMMARY when set")

@@ -9,7 +9,6 @@ suite at a checkpoint; it loads safetensors only and never runs remote code.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import re
@@ -112,24 +111,19 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-@functools.lru_cache(maxsize=None)
-def _tokenizer_files() -> tuple[str, str]:
-    """A byte-level CLIP vocabulary with no merges: every prompt tokenizes, and padding makes
-    the text encoder's work (77 positions) exactly that of the real tokenizer."""
-    chars = list(_bytes_to_unicode().values())
-    vocab = {token: i for i, token in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
-    folder = Path(tempfile.mkdtemp(prefix="diffusers-perf-tokenizer-"))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return str(folder / "vocab.json"), str(folder / "merges.txt")
-
-
 def build_tokenizer():
+    """A byte-level CLIP vocabulary with no merges: every prompt tokenizes, and padding makes
+    the text encoder's work (77 positions) exactly that of the real tokenizer. The tokenizer
+    reads its files once, so they live in a temporary folder that is gone when it returns."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = _tokenizer_files()
-    # model_max_length must be set: without it padding overflows (transformers 5).
-    return CLIPTokenizer(vocab, merges, model_max_length=77)
+    chars = list(_bytes_to_unicode().values())
+    vocab = {token: i for i, token in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    with tempfile.TemporaryDirectory(prefix="diffusers-perf-tokenizer-") as folder:
+        (Path(folder) / "vocab.json").write_text(json.dumps(vocab))
+        (Path(folder) / "merges.txt").write_text("#version: 0.2\n")
+        # model_max_length must be set: without it padding overflows (transformers 5).
+        return CLIPTokenizer(str(Path(folder) / "vocab.json"), str(Path(folder) / "merges.txt"), model_max_length=77)
 
 
 # -- embedded pipelines -----------------------------------------------------------------------------

@@ -100,3 +100,14 @@ def _settings():
     return options.Settings(pipeline="sd15", model=None, stages=["cudagraphs"], steps=50, size=512, batch=1,
                             budget=timing.Budget(None, 6, 20, 15.0), report=Path("r.md"), count_flops=False,
                             inject_nan=False, inject_slowdown=0.0)
+
+
+def test_building_a_pipeline_leaves_no_temporary_files(tmp_path, monkeypatch):
+    import tempfile
+
+    from perf import pipelines
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    tokenizer = pipelines.build_tokenizer()
+    assert tokenizer("a photo of an astronaut")["input_ids"][0] == tokenizer.bos_token_id
+    assert list(tmp_path.iterdir()) == []

@@ -48,6 +48,7 @@ def perf_stage(request: pytest.FixtureRequest):
     perf = request.config._perf
     run: runner.Runner = perf.runner
     name: str = request.param
+    run.progress.start_stage(name)
     reason = run.skip_reason(name)
     if reason:
         verdict = perf.judge(name, runner.StageResult(name, "skipped", reason))
@@ -55,6 +56,7 @@ def perf_stage(request: pytest.FixtureRequest):
             pytest.fail(f"NOT COMPARED {name}: {verdict.detail}", pytrace=False)
         pytest.skip(f"{name}: {reason}")
     built = message = None
+    run.progress.phase("building")
     with optimizations.tf32(stages.recipe(name).tf32):
         try:
             built = BuiltStage(name, run.build(name), run, perf.judge)
@@ -79,6 +81,8 @@ class ABStage:
     def compare(self) -> None:
         perf = self._perf
         start = time.perf_counter()
+        perf.runner.progress.start_stage(f"A/B {self.name}")
+        perf.runner.progress.phase("starting both workers, building, then alternating rounds")
         result = perf.ab.run(self.name, ab.fewest_pairs(gate.ALPHA))
         verdict = perf.judge_ab(self.name, result)
         terminal, capture = self._terminal

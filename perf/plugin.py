@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from . import ab, baselines, gate, options, preflight, report, stages, storage, worker
+from . import ab, baselines, gate, options, preflight, progress, report, stages, storage, worker
 from .runner import Runner, StageResult
 
 PERF_DIR = Path(__file__).resolve().parent
@@ -138,11 +138,23 @@ def pytest_configure(config: pytest.Config) -> None:
                                storage=root, key=key, policy=policy, plan=plan, context=context, ab=session_ab)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
-    """``test_ab`` runs only when a reference is given (--perf-reference-python)."""
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``perf/test_ladder_ab.py`` runs only when a reference is given (--perf-reference-python)."""
     perf: PerfSession | None = getattr(config, "_perf", None)
-    if perf is not None and perf.ab is None:
-        items[:] = [item for item in items if getattr(item, "originalname", item.name) != "test_ab"]
+    if perf is not None and perf.ab is None and collection_path == PERF_DIR / "test_ladder_ab.py":
+        return True
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Progress lines (:mod:`perf.progress`) once the selected stages are known (after -k)."""
+    perf: PerfSession | None = getattr(session.config, "_perf", None)
+    if perf is None:
+        return
+    ladder = [item for item in session.items if PERF_DIR in Path(str(item.path)).resolve().parents]
+    if ladder:
+        perf.runner.progress = progress.Progress(progress.pytest_writer(session.config), total=len(ladder))
 
 
 def _check_benchmark_options(config: pytest.Config, settings: options.Settings, compare: bool, saving: bool) -> None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from . import baselines, counters, flops, guards, inject, optimizations, pipelines, requirements, stages, timing
+from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, requirements, stages,
+               timing)
 from .settings import Settings
 from .stats import robust_cv
 
@@ -54,6 +55,7 @@ class Runner:
         self._flops: int | None = None
         self.dynamo_before: dict[str, int] = {}  # dynamo's totals when the current stage was built
         self._software: dict | None = None
+        self.progress = progress.Progress()  # the plugin gives it a writer
         self._hardware: dict | None = None
 
     # -- building ----------------------------------------------------------------------------
@@ -126,7 +128,7 @@ class Runner:
         recipe = stages.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
         measured = timing.measure(benchmark, lambda: self.generate(pipe, s.steps), self.device, s.budget,
-                                  compiled=recipe.compile is not None)
+                                  compiled=recipe.compile is not None, phase=self.progress.phase)
         rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         try:
             image_stats = guards.check_images(measured.result, name)

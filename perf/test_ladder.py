@@ -5,7 +5,3 @@ def test_generate(benchmark, perf_stage):
     """Fixed-seed generation of the guide's prompt, timed, then checked for black or NaN images."""
     perf_stage.measure(benchmark)
 
-
-def test_ab(perf_ab_stage):
-    """With --perf-reference-python: this environment against the reference, rounds alternating."""
-    perf_ab_stage.compare()

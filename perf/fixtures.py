@@ -8,7 +8,6 @@ is measured, so a regression fails that stage's own test, and pytest's summary c
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import pytest
@@ -75,8 +74,8 @@ def perf_stage(request: pytest.FixtureRequest):
 class ABStage:
     """One stage of an A/B run (:mod:`perf.ab`): both sides in their own workers."""
 
-    def __init__(self, name: str, perf, terminal):
-        self.name, self._perf, self._terminal = name, perf, terminal
+    def __init__(self, name: str, perf):
+        self.name, self._perf = name, perf
 
     def compare(self) -> None:
         perf = self._perf
@@ -85,11 +84,9 @@ class ABStage:
         perf.runner.progress.phase("starting both workers, building, then alternating rounds")
         result = perf.ab.run(self.name, ab.fewest_pairs(gate.ALPHA))
         verdict = perf.judge_ab(self.name, result)
-        terminal, capture = self._terminal
-        if terminal is not None:  # at once: a job killed by its time limit keeps what was judged
-            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-                terminal.write_line(f"A/B {self.name}: {verdict.status} ({len(result.ratios)} pairs, "
-                                    f"{time.perf_counter() - start:.0f} s) {verdict.detail}")
+        # At once: a job killed by its time limit keeps what was judged.
+        perf.runner.progress.say(f"A/B {self.name}: {verdict.status} ({len(result.ratios)} pairs, "
+                                 f"{time.perf_counter() - start:.0f} s) {verdict.detail}")
         if result.outcome == "skipped":
             pytest.skip(f"{self.name} (A/B): {result.message}")
         if verdict.failing:
@@ -99,6 +96,4 @@ class ABStage:
 
 @pytest.fixture
 def perf_ab_stage(request: pytest.FixtureRequest) -> ABStage:
-    plugins = request.config.pluginmanager
-    return ABStage(request.param, request.config._perf,
-                   (plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")))
+    return ABStage(request.param, request.config._perf)

@@ -117,7 +117,7 @@ class LatencyComparison:
     p_faster: float
     ci: tuple[float, float]  # bootstrap 95 % interval of the ratio of medians
     baseline_cv: float | None
-    statistic: str = "median"  # what ``ratio`` compares: "median" or "fastest round"
+    statistic: str = "median"  # what ``ratio`` compares: a key of WALL_STATISTICS, or PAIRED (A/B)
 
     @property
     def regressed(self) -> bool:
@@ -145,17 +145,18 @@ def fewest_rounds(against: int | None = None) -> int:
 
 
 def compare_latency(baseline: list[float], current: list[float], min_effect: float,
-                    history: list[float] | None = None, statistic=statistics.median) -> LatencyComparison:
-    """Compare raw rounds on ``statistic`` (``history``: the same statistic of earlier runs);
-    callers check :func:`comparable` first."""
+                    history: list[float] | None = None, statistic: str = "median") -> LatencyComparison:
+    """Compare raw rounds on one of :data:`WALL_STATISTICS` (``history``: the same statistic of
+    earlier runs); callers check :func:`comparable` first."""
+    of = WALL_STATISTICS[statistic]
     return LatencyComparison(
-        ratio=statistic(current) / statistic(baseline),
+        ratio=of(current) / of(baseline),
         threshold=threshold(min_effect, baseline, history),
         p_slower=mann_whitney_p(current, baseline),
         p_faster=mann_whitney_p(baseline, current),
         ci=bootstrap_ratio_ci(baseline, current),
         baseline_cv=robust_cv(baseline),
-        statistic="fastest round" if statistic is min else "median",
+        statistic=statistic,
     )
 
 
@@ -273,7 +274,7 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
         busy = statistics.median(base_gpu) / statistic(base_rounds) if gpu is not None else None
         wall[label] = compare_latency(base_rounds, result.rounds,
                                       wall_min_effect(name, device, busy, policy.host_drift, label),
-                                      history[label], statistic=statistic)
+                                      history[label], statistic=label)
     # The verdict's latency is the fastest round's, unless only the median caught a regression.
     latency, latency_median = wall["fastest round"], wall["median"]
     if latency_median.regressed and not latency.regressed:
@@ -281,26 +282,17 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     base_mem, mem = (bench.get("extra_info") or {}).get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
 
-    problems = []
-    if latency.regressed:
-        problems.append(_regression_detail("latency", latency))
-    if gpu is not None and gpu.regressed:
-        problems.append(_regression_detail("GPU time", gpu))
-    if memory_regressed(base_mem, mem):
-        problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
-                        f"(+{(memory_ratio - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
+    problems = [_regression_detail("latency", latency)] if latency.regressed else []
+    problems += _gpu_and_memory_problems(gpu, base_mem, mem)
     problems += _compare_fail(policy.compare_fail, result.rounds, bench["stats"])
     changes = counters.compare((bench.get("extra_info") or {}).get("counters") or {}, result.extra.get("counters") or {})
-    steps = result.extra.get("steps")
-    problems += [change.describe(steps) for change in changes if change.regressed]
-    notes += [change.describe(steps) for change in changes if not change.regressed]
+    failing_counters, reported = _counter_lines(changes, result.extra.get("steps"))
+    problems += failing_counters
     fields.update(latency=latency, latency_median=latency_median, gpu=gpu, memory_ratio=memory_ratio,
                   counter_changes=changes)
     if problems:
-        return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
-                       headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)
-    gpu_note = "" if gpu is None else f"; GPU time {(gpu.ratio - 1) * 100:+.1f}% within {gpu.threshold * 100:.1f}%"
-    suffix = gpu_note + "".join(f"; {note}" for note in notes)
+        return _regression(name, problems, fields)
+    suffix = _ok_suffix(gpu, notes + reported)
     if latency.improved and latency_median.ratio < 1 and (gpu is None or not gpu.ratio > 1 + gpu.threshold):
         return Verdict(name, "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%" + suffix, **fields)
     detail = f"latency {(latency.ratio - 1) * 100:+.1f}% within {latency.threshold * 100:.1f}%"
@@ -312,14 +304,40 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
 
 
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:
-    if what == "paired":
-        return (f"{what} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
-                f"(median of paired ratios; signed-rank p={comparison.p_slower:.2g}, "
-                f"95% CI x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})")
-    of = "" if what != "latency" else f"{comparison.statistic}; "
+    if comparison.statistic == PAIRED:
+        how = f"{PAIRED}; signed-rank p={comparison.p_slower:.2g}, 95% CI"
+    else:
+        of = f"{comparison.statistic}; " if what == "latency" else ""
+        how = f"{of}rank test p={comparison.p_slower:.2g}, 95% CI of the median ratio"
     return (f"{what} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
-            f"({of}rank test p={comparison.p_slower:.2g}, 95% CI of the median ratio "
-            f"x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})")
+            f"({how} x{comparison.ci[0]:.3f}-{comparison.ci[1]:.3f})")
+
+
+
+def _gpu_and_memory_problems(gpu: LatencyComparison | None, base_mem: int | None, mem: int | None) -> list[str]:
+    problems = []
+    if gpu is not None and gpu.regressed:
+        problems.append(_regression_detail("GPU time", gpu))
+    if memory_regressed(base_mem, mem):
+        problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
+                        f"(+{(mem / base_mem - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
+    return problems
+
+
+def _counter_lines(changes, steps: int | None) -> tuple[list[str], list[str]]:
+    """The counter changes that fail the stage, and those only reported."""
+    return ([change.describe(steps) for change in changes if change.regressed],
+            [change.describe(steps) for change in changes if not change.regressed])
+
+
+def _regression(name: str, problems: list[str], fields: dict) -> Verdict:
+    return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
+                   headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)
+
+
+def _ok_suffix(gpu: LatencyComparison | None, notes: list[str]) -> str:
+    gpu_note = "" if gpu is None else f"; GPU time {(gpu.ratio - 1) * 100:+.1f}% within {gpu.threshold * 100:.1f}%"
+    return gpu_note + "".join(f"; {note}" for note in notes)
 
 
 def _compare_fail(checks, rounds: list[float], baseline_stats: dict) -> list[str]:
@@ -350,6 +368,9 @@ def _compare_fail(checks, rounds: list[float], baseline_stats: dict) -> list[str
 #: Floor of the A/B threshold: a paired ratio moves less than this between identical environments
 #: only where the pairs are many and quiet; 2 % is what a maintainer would still call "the same".
 AB_MIN_EFFECT = 0.02
+
+#: The statistic an A/B comparison reads (``LatencyComparison.statistic``).
+PAIRED = "median of paired ratios"
 
 #: The threshold is this many standard errors of the median paired ratio (1.2533 sigma / sqrt(n)
 #: for a median): about the one-sided 1 % critical value plus a margin, so an unchanged pair of
@@ -388,7 +409,7 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     latency = LatencyComparison(
         ratio=statistics.median(ratios), threshold=ab_threshold(ratios, result.device_type),
         p_slower=signed_rank_p(logs), p_faster=signed_rank_p([-x for x in logs]),
-        ci=bootstrap_median_ci(ratios), baseline_cv=robust_cv(ratios), statistic="median of paired ratios")
+        ci=bootstrap_median_ci(ratios), baseline_cv=robust_cv(ratios), statistic=PAIRED)
     gpu = None
     if candidate.gpu_seconds and reference.gpu_seconds and comparable(len(candidate.gpu_seconds), len(reference.gpu_seconds)):
         gpu = compare_latency(reference.gpu_seconds, candidate.gpu_seconds, GPU_TIME_MIN_EFFECT)
@@ -397,22 +418,13 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     changes = counters.compare(reference.counters or {}, candidate.counters or {})
     fields = dict(latency=latency, gpu=gpu, memory_ratio=memory_ratio, counter_changes=changes,
                   baseline_median=reference.median, baseline="reference")
-    steps = result.steps
-    problems = []
-    if latency.regressed:
-        problems.append(f"candidate/reference {_regression_detail('paired', latency)[len('paired '):]}")
-    if gpu is not None and gpu.regressed:
-        problems.append(_regression_detail("GPU time", gpu))
-    if memory_regressed(base_mem, mem):
-        problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
-                        f"(+{(memory_ratio - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
-    problems += [change.describe(steps) for change in changes if change.regressed]
-    notes = [change.describe(steps) for change in changes if not change.regressed]
+    problems = [_regression_detail("candidate/reference", latency)] if latency.regressed else []
+    problems += _gpu_and_memory_problems(gpu, base_mem, mem)
+    failing_counters, reported = _counter_lines(changes, result.steps)
+    problems += failing_counters
     if problems:
-        return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
-                       headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)
-    gpu_note = "" if gpu is None else f"; GPU time {(gpu.ratio - 1) * 100:+.1f}% within {gpu.threshold * 100:.1f}%"
-    suffix = gpu_note + "".join(f"; {note}" for note in notes)
+        return _regression(name, problems, fields)
+    suffix = _ok_suffix(gpu, reported)
     if latency.improved:
         return Verdict(name, "faster", f"candidate/reference {latency.ratio:.3f} (p={latency.p_faster:.2g}, "
                                        f"95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)

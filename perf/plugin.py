@@ -358,14 +358,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     if perf is None or terminal is None or not (perf.verdicts or perf.ab_verdicts):
         return
-    line, failed = "", False
-    if perf.verdicts:
-        line, failed = report.final_line(perf.ordered_verdicts(), perf.policy,
-                                         [run.path.name for run in perf.plan.baselines()] if perf.plan else [],
-                                         perf.saved, perf.save_short, bool(perf.save_error))
-    if perf.ab_verdicts:
-        line, failed = report.with_ab(line, failed, perf.ordered_ab_verdicts(), perf.ab.pythons["reference"],
-                                      perf.settings.allow_uncompared)
+    line, failed = report.final_line(perf.ordered_verdicts() if perf.verdicts else [], perf.policy,
+                                     [run.path.name for run in perf.plan.baselines()] if perf.plan else [],
+                                     perf.saved, perf.save_short, bool(perf.save_error),
+                                     perf.ordered_ab_verdicts(), perf.ab.pythons["reference"] if perf.ab else "")
     terminal.write_line(line, red=failed, green=not failed, bold=True)
 
 

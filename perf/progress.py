@@ -52,6 +52,11 @@ class Progress:
         where = f"[{self.index}/{self.total}] " if self.total else ""
         self._write(f"{where}{self.stage}: {text}; {_duration(elapsed)} so far{left}")
 
+    def say(self, line: str) -> None:
+        """A line of its own (an A/B stage's verdict, as soon as it is judged)."""
+        if self._write is not None:
+            self._write(line)
+
 
 def pytest_writer(config) -> Callable[[str], None] | None:
     """A writer that reaches the terminal while pytest captures the test's output."""

@@ -86,13 +86,16 @@ def _table(table, write_line) -> None:
             write_line("  ".join("-" * width for width in widths))
 
 
+def _markdown_table(headers, table) -> list[str]:
+    return (["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+            + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table])
+
+
 def markdown(title: str, verdicts, results, missing, context) -> str:
-    lines = [f"## {title}", "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines = [f"## {title}", "", *_markdown_table(HEADERS, rows(verdicts, results))]
     legend = ("change: of the fastest round for wall time, of the median for GPU time; "
               "threshold: the smallest slowdown the gate fails for this stage here, "
               "wall time / GPU time (from the stage's floor and its measured noise)")
-    for row in rows(verdicts, results):
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     notes = _notes(verdicts, missing, context)
     lines += ["", f"_{legend}_"]
     if notes:
@@ -101,44 +104,62 @@ def markdown(title: str, verdicts, results, missing, context) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _compared_parts(verdicts, allow_uncompared: bool) -> list[str]:
+    """How many stages were compared or regressed, and which could not be compared."""
+    regressed = [v for v in verdicts if v.status == "REGRESSION"]
+    uncompared = [v for v in verdicts if v.status == "not compared"]
+    if regressed:
+        named = ", ".join(v.headline for v in regressed[:3]) + (", ..." if len(regressed) > 3 else "")
+        parts = [f"{len(regressed)} of {len(verdicts)} stages regressed ({named})"]
+    else:
+        parts = [f"{sum(v.compared for v in verdicts)} of {len(verdicts)} stages compared, none regressed"]
+    if uncompared:
+        allowed = " (allowed by --perf-allow-uncompared)" if allow_uncompared else ""
+        parts.append(f"{len(uncompared)} not compared{allowed}: {', '.join(v.stage for v in uncompared)}")
+    return parts
+
+
+def _failed_part(verdicts) -> list[str]:
+    broken = [v for v in verdicts if v.status == "failed"]
+    return [f"{len(broken)} failed: {', '.join(v.stage for v in broken)}"] if broken else []
+
+
 def final_line(verdicts, policy, baseline_names: list[str], saved: list[Path], save_note: str = "",
-               save_failed: bool = False) -> tuple[str, bool]:
+               save_failed: bool = False, ab_verdicts=(), reference: str = "") -> tuple[str, bool]:
     """The run's verdict in one line, and whether it fails the build.
 
     ``diffusers-perf: FAIL, 1 of 2 stages regressed (fp32 latency +27.3% > threshold 15.0%) vs 0002_b.json``
+
+    With A/B stages (``ab_verdicts``, against the interpreter ``reference``) their verdict follows
+    after ``; A/B: ``; a run of A/B stages alone says only that.
     """
-    ran = [v for v in verdicts if v.status not in ("skipped",)]
-    compared = [v for v in verdicts if v.compared]
-    regressed = [v for v in verdicts if v.status == "REGRESSION"]
-    broken = [v for v in verdicts if v.status == "failed"]
-    uncompared = [v for v in verdicts if v.status == "not compared"]
-    skipped = [v for v in verdicts if v.status == "skipped"]
-    failed = any(v.failing for v in verdicts) or save_failed
-    parts = []
-    if policy.compare:
-        if regressed:
-            named = ", ".join(v.headline for v in regressed[:3]) + (", ..." if len(regressed) > 3 else "")
-            parts.append(f"{len(regressed)} of {len(verdicts)} stages regressed ({named})")
+    failed = any(v.failing for v in list(verdicts) + list(ab_verdicts)) or save_failed
+    sections = []
+    if verdicts:
+        if policy.compare:
+            parts = _compared_parts(verdicts, policy.allow_uncompared)
         else:
-            parts.append(f"{len(compared)} of {len(verdicts)} stages compared, none regressed")
-        if uncompared:
-            allowed = " (allowed by --perf-allow-uncompared)" if policy.allow_uncompared else ""
-            parts.append(f"{len(uncompared)} not compared{allowed}: {', '.join(v.stage for v in uncompared)}")
-    else:
-        parts.append(f"{len(ran) - len(broken)} of {len(verdicts)} stages measured, not compared "
-                     "(no --benchmark-compare)")
-    if broken:
-        parts.append(f"{len(broken)} failed: {', '.join(v.stage for v in broken)}")
-    if skipped:
-        parts.append(f"{len(skipped)} skipped")
-    if saved:
-        parts.append("saved " + ", ".join(path.name for path in saved))
-    elif save_note:
-        parts.append(save_note)
-    line = f"diffusers-perf: {'FAIL' if failed else 'PASS'}, " + "; ".join(parts)
-    if policy.compare and baseline_names:
-        line += " vs " + ", ".join(baseline_names)
-    return line, failed
+            measured = [v for v in verdicts if v.status not in ("skipped", "failed")]
+            parts = [f"{len(measured)} of {len(verdicts)} stages measured, not compared (no --benchmark-compare)"]
+        parts += _failed_part(verdicts)
+        skipped = [v for v in verdicts if v.status == "skipped"]
+        if skipped:
+            parts.append(f"{len(skipped)} skipped")
+        if saved:
+            parts.append("saved " + ", ".join(path.name for path in saved))
+        elif save_note:
+            parts.append(save_note)
+        section = "; ".join(parts)
+        if policy.compare and baseline_names:
+            section += " vs " + ", ".join(baseline_names)
+        sections.append(section)
+    if ab_verdicts:
+        parts = _compared_parts(ab_verdicts, policy.allow_uncompared)
+        faster = [v for v in ab_verdicts if v.status == "faster"]
+        if faster:
+            parts[0] += f", {len(faster)} faster ({', '.join(v.stage for v in faster)})"
+        sections.append("A/B: " + "; ".join(parts + _failed_part(ab_verdicts)) + f" vs {reference}")
+    return f"diffusers-perf: {'FAIL' if failed else 'PASS'}, " + "; ".join(sections), failed
 
 
 def write(text: str, path: Path) -> list[Path]:
@@ -214,10 +235,7 @@ def ab_terminal(verdicts, session, write_line) -> None:
 
 def ab_markdown(verdicts, session) -> str:
     lines = ["## A/B: candidate against reference, rounds alternating on one device", "",
-             "| " + " | ".join(AB_HEADERS) + " |", "|" + "---|" * len(AB_HEADERS)]
-    for row in ab_rows(verdicts, session):
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
-    lines += ["", f"_{AB_LEGEND}_", ""]
+             *_markdown_table(AB_HEADERS, ab_rows(verdicts, session)), "", f"_{AB_LEGEND}_", ""]
     lines.extend(f"- {note}" for note in ab_sides(session) + _ab_notes(verdicts))
     return "\n".join(lines) + "\n"
 
@@ -244,30 +262,3 @@ def ab_json(verdicts, session) -> dict:
                                    "startup_seconds": data.startup_seconds}
         out["stages"][verdict.stage] = entry
     return out
-
-
-def with_ab(line: str, failed: bool, verdicts, reference: str, allow_uncompared: bool) -> tuple[str, bool]:
-    """The final line with the A/B verdict added (or the whole line, when only A/B ran)."""
-    regressed = [v for v in verdicts if v.status == "REGRESSION"]
-    compared = [v for v in verdicts if v.compared]
-    faster = [v for v in verdicts if v.status == "faster"]
-    broken = [v for v in verdicts if v.status == "failed"]
-    uncompared = [v for v in verdicts if v.status == "not compared"]
-    if regressed:
-        named = ", ".join(v.headline for v in regressed[:3]) + (", ..." if len(regressed) > 3 else "")
-        part = f"A/B: {len(regressed)} of {len(verdicts)} stages regressed ({named})"
-    else:
-        part = f"A/B: {len(compared)} of {len(verdicts)} stages compared, none regressed"
-    if faster:
-        part += f", {len(faster)} faster ({', '.join(v.stage for v in faster)})"
-    if uncompared:
-        allowed = " (allowed by --perf-allow-uncompared)" if allow_uncompared else ""
-        part += f"; {len(uncompared)} not compared{allowed}: {', '.join(v.stage for v in uncompared)}"
-    if broken:
-        part += f"; {len(broken)} failed: {', '.join(v.stage for v in broken)}"
-    part += f" vs {reference}"
-    failed = failed or any(v.failing for v in verdicts)
-    if not line:
-        return f"diffusers-perf: {'FAIL' if failed else 'PASS'}, {part}", failed
-    head, _, rest = line.partition(", ")
-    return f"diffusers-perf: {'FAIL' if failed else 'PASS'}, {rest}; {part}", failed

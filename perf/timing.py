@@ -113,11 +113,7 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
     count = warmup_rounds(budget, compiled)
     phase(f"compiling and warming up ({count} rounds)" if compiled else f"warming up ({count} round"
           f"{'s' if count != 1 else ''})")
-    warmups = []
-    for _ in range(count):
-        start = time.perf_counter()
-        call()
-        warmups.append(time.perf_counter() - start)
+    warmups = warm_up(call, budget, compiled)
     last = warmups[-1] if warmups else _one_round(call)
     rounds = plan_rounds(budget, last)
     phase(f"timing {rounds} rounds (~{rounds * last:.0f} s)")

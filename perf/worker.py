@@ -73,11 +73,8 @@ def serve(requests, reply) -> None:
                         inject.delay_postprocessing(pipe, injected["host_delay"])
                     device = runner.device
 
-                    def call(pipe=pipe, runner=runner, steps=settings.steps, device=device):
-                        images = runner.generate(pipe, steps)
-                        timing.synchronize(device)
-                        return images
-
+                    call = timing.synchronized(lambda pipe=pipe, runner=runner, steps=settings.steps: runner.generate(pipe, steps),
+                                                device)
                     compiled = stages.recipe(name).compile is not None
                     warmups = timing.warm_up(call, settings.budget, compiled, settle=True)
                     state.update(runner=runner, call=call, name=name, device=device, settings=settings, rounds=0,

@@ -252,6 +252,18 @@ def _history(pool: list[StoredRun], baseline: StoredRun, stage: str, ident: dict
     return entries[::-1]
 
 
+def trend(runs: list[StoredRun], stage: str, ident: dict, hardware: dict) -> list[tuple[StoredRun, dict]]:
+    """Every stored run of this hardware that measured ``stage`` the way ``ident`` says, oldest
+    first, across software changes (a trend is where a new torch shows as a step)."""
+    found = []
+    for run in runs:
+        entry = run.entries().get(stage)
+        if entry is not None and not hardware_differences(run.hardware, hardware) \
+                and not identity_differences(stored_identity(entry), ident):
+            found.append((run, entry))
+    return found
+
+
 def gpu_samples(bench: dict) -> list[float]:
     """A stored entry's GPU busy seconds per profiled round (empty on CPU and in older files)."""
     samples = (bench.get("extra_info") or {}).get("gpu_seconds")

@@ -55,7 +55,7 @@ def perf_stage(request: pytest.FixtureRequest):
             pytest.fail(f"NOT COMPARED {name}: {verdict.detail}", pytrace=False)
         pytest.skip(f"{name}: {reason}")
     built = message = None
-    run.progress.phase("building")
+    run.progress.phase("building", "build")
     with optimizations.tf32(stages.recipe(name).tf32):
         try:
             built = BuiltStage(name, run.build(name), run, perf.judge)

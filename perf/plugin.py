@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from . import ab, baselines, gate, options, preflight, progress, report, stages, storage, worker
+from . import ab, baselines, charts, gate, options, preflight, progress, report, stages, storage, worker
 from .runner import Runner, StageResult
 
 PERF_DIR = Path(__file__).resolve().parent
@@ -52,6 +52,7 @@ class PerfSession:
     save_short: str = ""  # the same, in a few words, for the final line
     ab: ab.Session | None = None  # --perf-reference-python: the A/B part of the run
     ab_verdicts: dict[str, gate.Verdict] = dataclasses.field(default_factory=dict)
+    session_seconds: float | None = None  # the whole process's wall time, taken as the run ends
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
         """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
@@ -187,9 +188,7 @@ def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[
         chosen, problem = baselines.select(folder, selector, root)
         if chosen is None:
             raise pytest.UsageError(f"--benchmark-compare={selector}: {problem}")
-    timer = config.option.benchmark_timer
-    identities = {name: baselines.identity(settings.describe(), dataclasses.asdict(stages.recipe(name)), timer)
-                  for name in settings.stages}
+    identities = _identities(settings, config.option.benchmark_timer)
     plan = baselines.plan(runs, folder, hardware, identities, chosen)
     _check_rounds(settings, plan)
     if not runs:
@@ -203,6 +202,12 @@ def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[
         if changed:
             context.append(f"software changed since {run.path.name}: {', '.join(changed)}")
     return plan
+
+
+def _identities(settings: options.Settings, timer) -> dict[str, dict]:
+    """What a stored entry of each selected stage must match to be compared (or charted) with this run."""
+    return {name: baselines.identity(settings.describe(), dataclasses.asdict(stages.recipe(name)), timer)
+            for name in settings.stages}
 
 
 def _check_rounds(settings: options.Settings, plan: baselines.Plan) -> None:
@@ -275,6 +280,7 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
     """Runs before pytest-benchmark saves: an interrupted or failing run must not become a baseline."""
     bs = getattr(session.config, "_benchmarksession", None)
     perf: PerfSession = session.config._perf
+    perf.session_seconds = progress.process_seconds()
     if bs is not None and (bs.save or bs.autosave):
         failing = [v.stage for v in perf.verdicts.values() if v.failing and v.status != "not compared"]
         failing += [f"{v.stage} (A/B)" for v in perf.ab_verdicts.values() if v.failing]
@@ -294,6 +300,9 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
 @pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
 def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     perf: PerfSession = session.config._perf
+    costs = [result.extra["cost_seconds"] for result in perf.runner.results.values() if "cost_seconds" in result.extra]
+    if costs and perf.session_seconds is not None:
+        perf.context.append(progress.summarize(perf.session_seconds, costs))
     for path in perf.saved:
         perf.context.append(f"baseline recorded: {path}")
     for line in (perf.not_saved, perf.save_error):
@@ -306,16 +315,39 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     if not perf.runner.results and not perf.verdicts and not perf.ab_verdicts:
         return
     verdicts = perf.ordered_verdicts() if perf.verdicts else []
+    drawn = _charts(session.config, perf) if verdicts else []
     text = report.markdown(_title(perf), verdicts, perf.runner.results, _not_selected(perf), perf.context) \
         if verdicts else ""
     if perf.ab_verdicts:
         text += ("\n" if text else "") + report.ab_markdown(perf.ordered_ab_verdicts(), perf.ab)
+    if drawn:
+        text += "\n" + charts.markdown(drawn)
     try:
         report.write(text, perf.settings.report)
+        if perf.settings.report and drawn:
+            charts.write(drawn, charts.folder_for(perf.settings.report))
     except OSError as exc:
         perf.context.append(f"the report could not be written: {exc.strerror or exc}")
     if any(v.failing for v in verdicts + perf.ordered_ab_verdicts()) and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _charts(config: pytest.Config, perf: PerfSession) -> list[charts.Chart]:
+    """The ladder chart of this run, and each measured stage's trend over this hardware's stored runs."""
+    results = perf.runner.results
+    measured = [(name, results[name].median, results[name].extra.get("gpu_median"))
+                for name in perf.settings.stages if name in results and results[name].median]
+    drawn = [charts.ladder(measured, f"{perf.settings.label} on {perf.key}")]
+    runs, _ = storage.read_folder(perf.storage / perf.key)
+    saved_now = {path.resolve() for path in perf.saved}
+    runs = [run for run in runs if run.path.resolve() not in saved_now]
+    hardware = baselines.hardware_info()
+    for name, ident in _identities(perf.settings, config.option.benchmark_timer).items():
+        if name in results and results[name].median:
+            points = [(run.path.stem.split("_", 1)[0], entry["stats"]["median"])
+                      for run, entry in baselines.trend(runs, name, ident, hardware)]
+            drawn.append(charts.trend(name, points + [("this run", results[name].median)]))
+    return [chart for chart in drawn if chart is not None]
 
 
 def _not_selected(perf: PerfSession) -> list[str]:
@@ -385,9 +417,14 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         "settings": perf.settings.describe(),
         "verdicts": {v.stage: {"status": v.status, "detail": v.detail, "baseline": v.baseline}
                      for v in perf.verdicts.values()},
+        "session_seconds": _session_seconds(perf),
     }
     if perf.ab_verdicts:
         output_json["diffusers_perf"]["ab"] = report.ab_json(perf.ordered_ab_verdicts(), perf.ab)
+
+
+def _session_seconds(perf: PerfSession) -> float:
+    return round(perf.session_seconds if perf.session_seconds is not None else progress.process_seconds(), 1)
 
 
 def _write_ab_json(config: pytest.Config, perf: PerfSession) -> None:
@@ -399,6 +436,7 @@ def _write_ab_json(config: pytest.Config, perf: PerfSession) -> None:
     import json
 
     text = json.dumps({"diffusers_perf": {"hardware_key": perf.key, "settings": perf.settings.describe(),
+                                          "session_seconds": _session_seconds(perf),
                                           "ab": report.ab_json(perf.ordered_ab_verdicts(), perf.ab)}}, indent=2)
     try:
         if hasattr(target, "write"):  # pytest-benchmark before 5.3 hands an open file

@@ -10,13 +10,24 @@ and in CI logs alike:
 
 Nothing is printed inside a timed round. The estimate is the mean time of the finished stages
 times the stages still to run.
+
+The same clock says where the time goes: each phase belongs to one of :data:`COSTS`, and
+:meth:`Progress.costs` gives the seconds a stage spent in each, which the runner stores in
+``extra_info["cost_seconds"]``: nightly GPU minutes cost money, and a ladder that grows must
+know what to make cheaper.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+from pathlib import Path
 from typing import Callable
+
+#: What a stage's time is spent on, in the order a stage goes through them.
+COSTS = ("build", "flops", "warmup", "timing", "gpu_time", "counters")
+_IMPORTED = time.perf_counter()
 
 
 def _duration(seconds: float) -> str:
@@ -33,18 +44,27 @@ class Progress:
         self._started = time.perf_counter()
         self._stage_started: float | None = None
         self._finished: list[float] = []
+        self._costs: dict[str, float] = {}
+        self._cost: tuple[str, float] | None = None  # the phase under way: its cost and when it began
 
     def start_stage(self, name: str) -> None:
+        now = time.perf_counter()
         if self._stage_started is not None:
-            self._finished.append(time.perf_counter() - self._stage_started)
+            self._finished.append(now - self._stage_started)
         self.index += 1
         self.stage = name
-        self._stage_started = time.perf_counter()
+        self._stage_started = now
+        self._costs, self._cost = {}, None
 
-    def phase(self, text: str) -> None:
+    def phase(self, text: str, cost: str | None = None) -> None:
+        """A phase of the current stage begins; ``cost`` (one of :data:`COSTS`) is what it is spent on."""
+        now = time.perf_counter()
+        self._close_cost(now)
+        if cost is not None:
+            self._cost = (cost, now)
         if self._write is None:
             return
-        elapsed = time.perf_counter() - self._started
+        elapsed = now - self._started
         left = ""
         if self._finished and self.total:
             remaining = max(0, self.total - self.index + 1) * sum(self._finished) / len(self._finished)
@@ -52,10 +72,53 @@ class Progress:
         where = f"[{self.index}/{self.total}] " if self.total else ""
         self._write(f"{where}{self.stage}: {text}; {_duration(elapsed)} so far{left}")
 
+    def charge(self, cost: str) -> None:
+        """What follows is spent on ``cost``, without a line of its own (a step too short to announce)."""
+        now = time.perf_counter()
+        self._close_cost(now)
+        self._cost = (cost, now)
+
+    def _close_cost(self, now: float) -> None:
+        if self._cost is not None:
+            name, began = self._cost
+            self._costs[name] = self._costs.get(name, 0.0) + now - began
+            self._cost = None
+
+    def costs(self) -> dict[str, float]:
+        """Seconds the current stage has spent so far, by cost, the phase under way included."""
+        self._close_cost(time.perf_counter())
+        return {name: round(self._costs[name], 2) for name in COSTS if name in self._costs}
+
     def say(self, line: str) -> None:
         """A line of its own (an A/B stage's verdict, as soon as it is judged)."""
         if self._write is not None:
             self._write(line)
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (importing torch included), where the OS tells; else
+    since this module was imported."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+def summarize(session_seconds: float, stage_costs: list[dict[str, float]]) -> str:
+    """One line: the session's wall time and what the stages spent it on."""
+    totals = {name: sum(costs.get(name, 0.0) for costs in stage_costs) for name in COSTS}
+    spent = sum(totals.values())
+    parts = [f"{LABELS[name]} {_duration(seconds)}" for name, seconds in totals.items() if seconds >= 0.5]
+    rest = session_seconds - spent
+    return (f"session: {_duration(session_seconds)}"
+            + (f"; stages spent {', '.join(parts)}" if parts else "")
+            + (f"; start-up, teardown and the rest {_duration(rest)}" if rest >= 0.5 else ""))
+
+
+LABELS = {"build": "building", "flops": "counting FLOPs", "warmup": "warm-up and compile",
+          "timing": "timed rounds", "gpu_time": "profiling GPU time", "counters": "counting host work"}
 
 
 def pytest_writer(config) -> Callable[[str], None] | None:

@@ -4,7 +4,9 @@ Columns: stage, median latency, speed-up over ``fp32``, seconds per step, GPU bu
 its share of the latency (low: the stage is host-bound), peak GPU memory, share of the device's
 measured matmul peak, the baseline's median, the changes in latency (of the fastest round, what
 the first of the gate's :data:`perf.gate.WALL_STATISTICS`) and GPU time (of the median), the
-thresholds they were judged by, and the verdict. The Markdown goes to ``--perf-report`` and,
+thresholds they were judged by, and the verdict. "cost s" is the stage's own wall time (build,
+FLOPs, warm-up and compile, timed, profiled and counted rounds); the session's line under the
+table says where the whole run's time went. The Markdown goes to ``--perf-report`` and,
 in GitHub Actions, to the job summary. :func:`final_line` is the last line of the output.
 """
 
@@ -14,7 +16,7 @@ import os
 from pathlib import Path
 
 HEADERS = ("stage", "median s", "speed-up", "s/step", "GPU s", "GPU busy", "peak GiB", "% of peak", "rounds",
-           "baseline s", "change", "GPU change", "threshold", "verdict")
+           "cost s", "baseline s", "change", "GPU change", "threshold", "verdict")
 
 
 def rows(verdicts, results) -> list[tuple[str, ...]]:
@@ -38,6 +40,7 @@ def rows(verdicts, results) -> list[tuple[str, ...]]:
             _num(extra.get("peak_memory_gib"), "{:.2f}"),
             _num(extra.get("fraction_of_peak") and 100 * extra["fraction_of_peak"], "{:.1f}%"),
             str(extra.get("rounds", "")),
+            _num(extra.get("cost_seconds") and sum(extra["cost_seconds"].values()), "{:.0f}"),
             _num(verdict.baseline_median, "{:.3f}"),
             change,
             gpu_change,
@@ -93,7 +96,8 @@ def _markdown_table(headers, table) -> list[str]:
 
 def markdown(title: str, verdicts, results, missing, context) -> str:
     lines = [f"## {title}", "", *_markdown_table(HEADERS, rows(verdicts, results))]
-    legend = ("change: of the fastest round for wall time, of the median for GPU time; "
+    legend = ("cost: the stage's own wall time, every phase; change: of the fastest round for wall time, "
+              "of the median for GPU time; "
               "threshold: the smallest slowdown the gate fails for this stage here, "
               "wall time / GPU time (from the stage's floor and its measured noise)")
     notes = _notes(verdicts, missing, context)

@@ -77,7 +77,9 @@ class Runner:
 
         def before_capture(pipe):
             if s.count_flops and self._flops is None:
+                self.progress.phase("counting FLOPs (a 1- and a 2-step generation)", "flops")
                 self._flops = flops.count_generation_flops(lambda n: self.generate(pipe, n), s.steps)
+                self.progress.phase("applying the recipe", "build")
             if s.inject_slowdown:
                 inject.slow_down_unet(pipe, self.injected_seconds_per_call(name))
             if s.inject_nan:
@@ -143,6 +145,11 @@ class Runner:
 
     def _extra_info(self, name, recipe, rounds, measured, image_stats) -> dict:
         s = self.settings
+        peak = None
+        if self._flops:
+            self.progress.charge("flops")  # the matmul peak, measured once per dtype
+            peak = flops.peak_flops(self.device.type, self.device.index or 0,
+                                    optimizations.DTYPES[recipe.dtype], recipe.tf32)
         median = statistics.median(rounds)
         if self._software is None:
             self._software, self._hardware = baselines.software_info(), baselines.hardware_info()
@@ -170,6 +177,7 @@ class Runner:
             "peak_memory_gib": None if measured.peak_memory_bytes is None else round(measured.peak_memory_bytes / 2**30, 3),
             "image_max": round(min(st.max for st in image_stats), 4),
             "image_std": round(min(st.std for st in image_stats), 4),
+            "cost_seconds": self.progress.costs(),
         }
         if measured.counters:
             extra["counters"] = dict(measured.counters)
@@ -180,10 +188,9 @@ class Runner:
             extra.update(gpu_seconds=measured.gpu_seconds, gpu_median=gpu_median,
                          gpu_seconds_per_step=gpu_median / s.steps, gpu_busy=gpu_median / median)
         if self._flops:
-            peak = flops.peak_flops(self.device.type, self.device.index or 0,
-                                    optimizations.DTYPES[recipe.dtype], recipe.tf32)
-            extra.update(flops=self._flops, achieved_tflops=self._flops / median / 1e12,
-                         peak_tflops=peak / 1e12, fraction_of_peak=self._flops / median / peak)
+            extra.update(flops=self._flops, achieved_tflops=self._flops / median / 1e12, peak_tflops=peak / 1e12)
+            if self._flops / median <= peak:  # float16 on CPU: the "peak" matmul is a slow fallback, no peak
+                extra["fraction_of_peak"] = self._flops / median / peak
         if s.inject_slowdown:
             extra["injected_seconds_per_unet_call"] = self.injected_seconds_per_call(name)
         if s.inject_nan:

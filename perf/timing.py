@@ -101,31 +101,31 @@ class Measurement:
 
 
 def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
-            compiled: bool, phase: Callable[[str], None] = lambda text: None) -> Measurement:
+            compiled: bool, phase: Callable[..., None] = lambda text, cost=None: None) -> Measurement:
     """Warm up, plan the rounds, time ``generate`` through ``benchmark.pedantic``, then profile
     ``budget.gpu_rounds`` more calls for GPU busy time and one under the host-work counters
     (after, so neither profiler ever touches a timed round). ``phase`` hears each step as it
-    starts (:mod:`perf.progress`), never inside a timed round."""
+    starts, with what it costs (:mod:`perf.progress`), never inside a timed round."""
     call = synchronized(generate, device)
     if benchmark.disabled:  # --benchmark-disable: run once, as a smoke test of the stage
-        phase("generating once (--benchmark-disable)")
+        phase("generating once (--benchmark-disable)", "timing")
         return Measurement(warmup_seconds=[], rounds=0, peak_memory_bytes=None, result=benchmark.pedantic(call))
     count = warmup_rounds(budget, compiled)
     phase(f"compiling and warming up ({count} rounds)" if compiled else f"warming up ({count} round"
-          f"{'s' if count != 1 else ''})")
+          f"{'s' if count != 1 else ''})", "warmup")
     warmups = warm_up(call, budget, compiled)
     last = warmups[-1] if warmups else _one_round(call)
     rounds = plan_rounds(budget, last)
-    phase(f"timing {rounds} rounds (~{rounds * last:.0f} s)")
+    phase(f"timing {rounds} rounds (~{rounds * last:.0f} s)", "timing")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = benchmark.pedantic(call, rounds=rounds, warmup_rounds=0, iterations=1)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     if budget.gpu_rounds and device.type == "cuda":
-        phase(f"profiling {budget.gpu_rounds} rounds for GPU time")
+        phase(f"profiling {budget.gpu_rounds} rounds for GPU time", "gpu_time")
     gpu_seconds = gpu_time.measure(call, device, budget.gpu_rounds)
     if budget.count_host_work:
-        phase("counting host work (1 round)")
+        phase("counting host work (1 round)", "counters")
     return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,
                        gpu_seconds=gpu_seconds,
                        counters=counters.count(call, device) if budget.count_host_work else {})

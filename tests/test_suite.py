@@ -48,19 +48,26 @@ def test_bad_models_are_one_line_usage_errors(suite, tmp_path, monkeypatch):
     assert "HF_HUB_OFFLINE" in line and "local folder" in line
 
 
-def test_cpu_run_reports_rows_and_skip_reasons(suite):
-    result = suite.run("-rs")
-    result.assert_outcomes(passed=2, skipped=9)
+def test_cpu_run_benchmarks_every_recipe_that_runs_on_cpu_and_draws_the_charts(suite):
+    result = suite.run("-rs", "--benchmark-save=cpu")
+    result.assert_outcomes(passed=8, skipped=3)  # only what truly needs CUDA skips
     out = result.stdout.str()
-    for expected in ("test_generate[fp32]", "test_generate[bf16]", "tf32: needs CUDA", "fp16: float16 needs CUDA",
-                     "xformers: needs CUDA", "cudagraphs: needs CUDA", "diffusers-perf"):
+    for expected in ("tf32: needs CUDA", "xformers: needs CUDA", "cudagraphs: needs CUDA", "diffusers-perf"):
         assert expected in out
-    result.stdout.fnmatch_lines(["fp32 *measured", "bf16 *measured"])
-    # each skip reason once, and an inherited one names the stage it comes from
-    assert out.count("sdpa: float16 needs CUDA") == 1
-    assert "sdpa: float16 needs CUDA" in out and "(its dtype float16 comes from stage 'fp16')" in out
+    cpu_stages = ("fp32", "fp16", "channels_last", "traced_unet", "sdpa", "bf16", "fused_qkv", "compile")
+    result.stdout.fnmatch_lines([f"{name} *measured" for name in cpu_stages])
+    result.stdout.fnmatch_lines(["*session: *; stages spent building *, warm-up and compile *, timed rounds *"])
     report = (suite.pytester.path / "perf-report.md").read_text()
-    assert "| fp32 |" in report and "| bf16 |" in report
+    assert all(f"| {name} |" in report for name in cpu_stages)
+    ladder = (suite.pytester.path / "perf-report-charts" / "ladder.mmd").read_text()
+    assert ladder.startswith("xychart-beta") and '"compile ' in ladder and "```mermaid" in report
+
+    again = suite.run("--perf-stages=fp32,bf16")  # a stored run now exists: each stage gets its trend
+    again.assert_outcomes(passed=2)
+    charts = sorted(p.name for p in (suite.pytester.path / "perf-report-charts").iterdir())
+    assert charts == ["ladder.mmd", "trend-bf16.mmd", "trend-fp32.mmd"]
+    trend = (suite.pytester.path / "perf-report-charts" / "trend-fp32.mmd").read_text()
+    assert '"0001", "this run"' in trend
 
 
 def test_from_pretrained_runs_through_the_suite(suite, tmp_path):

@@ -1,0 +1,99 @@
+"""Charts of a run: the ladder (latency, speed-up, GPU busy time) and each stage's trend.
+
+Mermaid ``xychart-beta``: plain text that GitHub renders wherever Markdown is shown, the job
+summary included, so the charts need no dependency, no image upload and no browser. Each chart
+is written beside the Markdown report as a ``.mmd`` file (``perf-report-charts/``) and embedded
+in the report itself.
+
+* The **ladder chart** is the guide's table drawn: one bar per stage for its median latency,
+  its speed-up over ``fp32`` in the stage's label, and a line for its GPU busy time, so the gap
+  between bar and line is the time the GPU waited on the host.
+* A **trend chart** per stage: its median in every stored run of this hardware that measured it
+  the same way (:func:`perf.baselines.trend`), oldest first, then this run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    name: str  # file stem, e.g. "ladder" or "trend-fp32"
+    title: str
+    mermaid: str
+
+
+def _label(text: str) -> str:
+    return '"' + text.replace('"', "'") + '"'
+
+
+def _axis_max(values: list[float]) -> float:
+    top = max(values) * 1.1
+    digits = 3 if top < 1 else 2 if top < 10 else 1
+    return round(top, digits) or 1.0
+
+
+def ladder(stages: list[tuple[str, float, float | None]], title: str) -> Chart | None:
+    """``stages``: (name, median seconds, GPU busy seconds or None) in ladder order."""
+    measured = [(name, median, gpu) for name, median, gpu in stages if median]
+    if not measured:
+        return None
+    reference = next((median for name, median, _ in measured if name == "fp32"), None)
+    labels = [f"{name} {reference / median:.2f}x" if reference else name for name, median, _ in measured]
+    medians = [median for _, median, _ in measured]
+    lines = ["xychart-beta", f"    title {_label(title)}",
+             f"    x-axis [{', '.join(map(_label, labels))}]",
+             f'    y-axis "seconds per image" 0 --> {_axis_max(medians)}',
+             f"    bar [{', '.join(f'{m:.3f}' for m in medians)}]"]
+    gpu = [g for _, _, g in measured]
+    drawn = "median latency"
+    if all(g is not None for g in gpu):
+        lines.append(f"    line [{', '.join(f'{g:.3f}' for g in gpu)}]")
+        drawn = "median latency (bars) and GPU busy time (line)"
+    speedup = "; labels give the speed-up over fp32" if reference else ""
+    return Chart("ladder", f"Ladder: {drawn}{speedup}", "\n".join(lines) + "\n")
+
+
+def trend(stage: str, points: list[tuple[str, float]]) -> Chart | None:
+    """``points``: (run label, median seconds), oldest first, this run last."""
+    if len(points) < 2:
+        return None
+    values = [value for _, value in points]
+    lines = ["xychart-beta", f"    title {_label(f'{stage}: median latency per run')}",
+             f"    x-axis [{', '.join(_label(label) for label, _ in points)}]",
+             f'    y-axis "seconds per image" 0 --> {_axis_max(values)}',
+             f"    line [{', '.join(f'{v:.4f}' for v in values)}]"]
+    return Chart(f"trend-{stage}", f"{stage} across runs", "\n".join(lines) + "\n")
+
+
+def folder_for(report: Path) -> Path:
+    """Where the chart files of ``--perf-report`` go: ``perf-report.md`` -> ``perf-report-charts/``."""
+    return report.with_name(f"{report.stem}-charts")
+
+
+def write(charts: list[Chart], folder: Path) -> list[Path]:
+    """One ``.mmd`` file per chart; replaces the files of an earlier report in the same folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.mmd"):
+        old.unlink()
+    paths = []
+    for chart in charts:
+        path = folder / f"{chart.name}.mmd"
+        path.write_text(chart.mermaid, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def markdown(charts: list[Chart]) -> str:
+    """The charts as Markdown: the ladder in the open, the trends folded under ``<details>``."""
+    if not charts:
+        return ""
+    parts = ["### Charts", ""]
+    for chart in charts:
+        block = [f"**{chart.title}**", "", "```mermaid", chart.mermaid.rstrip(), "```", ""]
+        if chart.name.startswith("trend-"):
+            block = ["<details>", f"<summary>{chart.title}</summary>", "", *block, "</details>", ""]
+        parts.extend(block)
+    return "\n".join(parts)

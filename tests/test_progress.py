@@ -1,24 +1,58 @@
-"""Progress lines: one per phase, with the stage's place and an estimate once a stage has finished."""
+"""Progress lines: one per phase, with the stage's place and an estimate once a stage has finished;
+the same clock gives each stage's cost by phase."""
 
 from perf import progress
 
 
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_each_phase_is_one_line_and_the_estimate_comes_from_finished_stages(monkeypatch):
-    clock = iter([0.0, 0.0, 10.0, 10.0, 10.0, 10.0, 25.0, 25.0, 25.0])
-    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "perf_counter", clock)
     lines = []
     p = progress.Progress(lines.append, total=3)
-    p.start_stage("fp32")  # t = 0
-    p.phase("building")  # t = 10
-    p.start_stage("tf32")  # t = 10: fp32 took 10 s
-    p.phase("timing 6 rounds (~12 s)")  # t = 10
-    p.start_stage("fp16")  # t = 25: tf32 took 15 s
-    p.phase("building")  # t = 25
+    p.start_stage("fp32")
+    clock.now = 10.0
+    p.phase("building")
+    p.start_stage("tf32")  # fp32 took 10 s
+    p.phase("timing 6 rounds (~12 s)")
+    clock.now = 25.0
+    p.start_stage("fp16")  # tf32 took 15 s
+    p.phase("building")
     assert lines == [
         "[1/3] fp32: building; 10 s so far",
         "[2/3] tf32: timing 6 rounds (~12 s); 10 s so far, ~20 s left",
         "[3/3] fp16: building; 25 s so far, ~12 s left",
     ]
+
+
+def test_costs_add_up_each_phase_until_the_next(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "perf_counter", clock)
+    p = progress.Progress()
+    p.start_stage("compile")
+    p.phase("building", "build")
+    clock.now = 1.0
+    p.phase("compiling and warming up (3 rounds)", "warmup")
+    clock.now = 61.0
+    p.phase("timing 20 rounds (~9 s)", "timing")
+    clock.now = 70.0
+    p.charge("build")  # a short step, no line of its own: adds to what it was already spent on
+    clock.now = 70.5
+    p.phase("profiling 5 rounds for GPU time", "gpu_time")
+    clock.now = 75.0
+    assert p.costs() == {"build": 1.5, "warmup": 60.0, "timing": 9.0, "gpu_time": 4.5}
+    p.start_stage("cudagraphs")  # a new stage starts from nothing
+    assert p.costs() == {}
+    line = progress.summarize(300.0, [{"build": 1.5, "warmup": 60.0, "timing": 9.0, "gpu_time": 4.0}])
+    assert line == ("session: 5 min 0 s; stages spent building 2 s, warm-up and compile 1 min 0 s, timed rounds 9 s, "
+                    "profiling GPU time 4 s; start-up, teardown and the rest 3 min 46 s")
 
 
 def test_silent_without_a_writer():

@@ -85,18 +85,12 @@ def _python_calls(call: Callable[[], object]) -> tuple[object, int]:
     return result, calls
 
 
-def count(call: Callable[[], object], device: torch.device) -> dict[str, int]:
-    """Counters of one call of ``call`` (which must synchronize), per generation."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        _, python_calls = _python_calls(call)
-    counts = {"python_calls": python_calls, "aten_ops": 0}
-    if device.type == "cuda":
-        counts.update({name: 0 for name in set(_RUNTIME.values()) | set(_MEMCPY.values()) | {"kernels"}})
+def device_counts(events) -> dict[str, int]:
+    """Kernels, copies by direction and the counted CUDA runtime calls, from a profile's events
+    (one made with CUDA activity: the runtime calls are traced with it)."""
+    counts = {name: 0 for name in set(_RUNTIME.values()) | set(_MEMCPY.values()) | {"kernels"}}
     cuda = torch.autograd.DeviceType.CUDA
-    for event in prof.profiler.kineto_results.events():
+    for event in events:
         name = event.name()
         if event.device_type() == cuda:
             if name.startswith("Memcpy"):
@@ -105,10 +99,30 @@ def count(call: Callable[[], object], device: torch.device) -> dict[str, int]:
                     counts[_MEMCPY[direction]] += 1
             elif not name.startswith("Memset"):
                 counts["kernels"] += 1
-        elif name.startswith("aten::"):
-            counts["aten_ops"] += 1
-        elif name in _RUNTIME and device.type == "cuda":
+        elif name in _RUNTIME:
             counts[_RUNTIME[name]] += 1
+    return counts
+
+
+def count(call: Callable[[], object], device: torch.device, device_side: dict[str, int] | None = None) -> dict[str, int]:
+    """Counters of one call of ``call`` (which must synchronize), per generation.
+
+    ``device_side``: the device counters of another round of the same call (a profiled round,
+    :mod:`perf.gpu_time`), which repeat exactly; then this round traces CPU activity only.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    trace_cuda = device.type == "cuda" and not device_side
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if trace_cuda else [])
+    with profile(activities=activities) as prof:
+        _, python_calls = _python_calls(call)
+    events = prof.profiler.kineto_results.events()
+    counts = {"python_calls": python_calls,
+              "aten_ops": sum(1 for event in events if event.name().startswith("aten::"))}
+    if trace_cuda:
+        counts.update(device_counts(events))
+    elif device.type == "cuda":
+        counts.update(device_side)
     return counts
 
 
@@ -123,6 +137,24 @@ def dynamo_state() -> dict[str, int]:
         "graph_breaks": len(utils.graph_break_reasons),
         "recompiles": sum(len(reasons) for reasons in utils.guard_failures.values()),
     }
+
+
+#: torch's own counters of its compile caches: where a compiled stage's warm-up time went. Not
+#: judged (a fresh machine misses where a warm one hits), only recorded in ``compile_cache``.
+_CACHE_COUNTERS = {"fxgraph_cache_hit": "inductor", "fxgraph_cache_miss": "inductor",
+                   "autograd_cache_hit": "aot_autograd", "autograd_cache_miss": "aot_autograd"}
+
+
+def cache_state() -> dict[str, int]:
+    try:
+        from torch._dynamo import utils
+    except Exception:
+        return {}
+    return {name: int(utils.counters[group][name]) for name, group in _CACHE_COUNTERS.items()}
+
+
+def cache_delta(before: dict[str, int]) -> dict[str, int]:
+    return {name: value - before.get(name, 0) for name, value in cache_state().items()}
 
 
 def dynamo_delta(before: dict[str, int]) -> dict[str, int]:

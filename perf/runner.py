@@ -54,6 +54,7 @@ class Runner:
         self.results: dict[str, StageResult] = {}
         self._flops: int | None = None
         self.dynamo_before: dict[str, int] = {}  # dynamo's totals when the current stage was built
+        self.cache_before: dict[str, int] = {}  # the compile caches' hits and misses, likewise
         self._software: dict | None = None
         self.progress = progress.Progress()  # the plugin gives it a writer
         self._hardware: dict | None = None
@@ -68,6 +69,7 @@ class Runner:
         s = self.settings
         recipe = stages.recipe(name)
         self.dynamo_before = counters.dynamo_state()
+        self.cache_before = counters.cache_state()
         if s.model is not None:
             pipe = pipelines.load(s.model, self.device)
         else:
@@ -183,6 +185,8 @@ class Runner:
             extra["counters"] = dict(measured.counters)
             if recipe.compile is not None:
                 extra["counters"].update(counters.dynamo_delta(self.dynamo_before))
+        if recipe.compile is not None:
+            extra["compile_cache"] = counters.cache_delta(self.cache_before)
         if measured.gpu_seconds:
             gpu_median = statistics.median(measured.gpu_seconds)
             extra.update(gpu_seconds=measured.gpu_seconds, gpu_median=gpu_median,

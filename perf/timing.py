@@ -121,14 +121,23 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
         torch.cuda.reset_peak_memory_stats(device)
     result = benchmark.pedantic(call, rounds=rounds, warmup_rounds=0, iterations=1)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    gpu_seconds, counted = profile_and_count(call, device, budget, phase)
+    return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,
+                       gpu_seconds=gpu_seconds, counters=counted)
+
+
+def profile_and_count(call: Callable, device: torch.device, budget: Budget,
+                      phase: Callable[..., None] = lambda text, cost=None: None) -> tuple[list[float], dict[str, int]]:
+    """After the timed rounds: GPU busy time of ``budget.gpu_rounds`` profiled rounds, then the
+    host-work counters of one more (whose device side the first profiled round already read)."""
     if budget.gpu_rounds and device.type == "cuda":
         phase(f"profiling {budget.gpu_rounds} rounds for GPU time", "gpu_time")
-    gpu_seconds = gpu_time.measure(call, device, budget.gpu_rounds)
+    profiled = gpu_time.measure(call, device, budget.gpu_rounds)
+    counted: dict[str, int] = {}
     if budget.count_host_work:
         phase("counting host work (1 round)", "counters")
-    return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,
-                       gpu_seconds=gpu_seconds,
-                       counters=counters.count(call, device) if budget.count_host_work else {})
+        counted = counters.count(call, device, profiled.device_counts)
+    return profiled.seconds, counted
 
 
 def _one_round(call: Callable) -> float:

@@ -49,7 +49,7 @@ def serve(requests, reply) -> None:
     """Answer ``requests`` (an iterable of JSON lines) through ``reply(dict)`` until they end."""
     import torch
 
-    from . import baselines, counters, gpu_time, guards, inject, optimizations, stages, timing
+    from . import baselines, counters, guards, inject, optimizations, stages, timing
     from .runner import Runner
     from .settings import Settings
 
@@ -98,12 +98,9 @@ def serve(requests, reply) -> None:
                     device, call, settings = state["device"], state["call"], state["settings"]
                     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
                     image_stats = guards.check_images(state["last"], state["name"])
-                    gpu = gpu_time.measure(call, device, settings.budget.gpu_rounds)
-                    counted = {}
-                    if settings.budget.count_host_work:
-                        counted = counters.count(call, device)
-                        if stages.recipe(state["name"]).compile is not None:
-                            counted.update(counters.dynamo_delta(state["runner"].dynamo_before))
+                    gpu, counted = timing.profile_and_count(call, device, settings.budget)
+                    if counted and stages.recipe(state["name"]).compile is not None:
+                        counted.update(counters.dynamo_delta(state["runner"].dynamo_before))
                     reply({"gpu_seconds": gpu, "counters": counted, "peak_memory_bytes": peak,
                            "image_max": min(st.max for st in image_stats)})
                 else:

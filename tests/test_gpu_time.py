@@ -20,7 +20,7 @@ def test_busy_seconds_is_the_union(intervals, seconds):
 
 def test_no_gpu_time_off_cuda():
     calls = []
-    assert gpu_time.measure(lambda: calls.append(1), torch.device("cpu"), 5) == []
+    assert gpu_time.measure(lambda: calls.append(1), torch.device("cpu"), 5) == gpu_time.Profiled([], {})
     assert calls == []  # nothing is run for it
 
 
@@ -36,5 +36,27 @@ def test_busy_time_of_a_known_kernel():
         torch.ops.diffusers_perf.spin(x, 0.02)
         torch.cuda.synchronize()
 
-    samples = gpu_time.measure(call, torch.device("cuda"), 3)
+    profiled = gpu_time.measure(call, torch.device("cuda"), 3)
+    samples = profiled.seconds
+    assert profiled.device_counts["kernels"] >= 1 and profiled.device_counts["device_syncs"] >= 1
     assert len(samples) == 3 and all(0.018 < s < 0.03 for s in samples), (samples, inject)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="device counters need CUDA")
+def test_device_counters_from_a_profiled_round_equal_those_of_the_counting_round():
+    """The host-work round reads its device side from the first profiled round: both must count the same."""
+    from perf import counters
+
+    x = torch.ones(1024, device="cuda")
+
+    def call():
+        for _ in range(10):
+            x.add_(1)
+        x.sum().item()  # a device-to-host copy and a stream sync
+        torch.cuda.synchronize()
+
+    call()
+    profiled = gpu_time.measure(call, torch.device("cuda"), 5)
+    alone = counters.count(call, torch.device("cuda"))
+    reused = counters.count(call, torch.device("cuda"), profiled.device_counts)
+    assert reused == alone and alone["kernels"] >= 11 and alone["memcpy_dtoh"] >= 1

@@ -37,6 +37,8 @@ class BuiltStage:
             self.pipe = None
             result = runner.StageResult(self.name, "failed", message)
         verdict = self._judge(self.name, result)
+        # At once, as A/B does: a job killed by its time limit still says what failed and why.
+        self._runner.progress.say(f"{self.name}: {verdict.status}" + (f" — {verdict.detail}" if verdict.failing else ""))
         if verdict.failing:
             pytest.fail(message or f"{verdict.status.upper()} {self.name}: {verdict.detail}", pytrace=False)
         return result

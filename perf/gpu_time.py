@@ -18,7 +18,6 @@ run after the timed rounds and never mixed with them: the profiler slows the hos
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 from typing import Callable, Iterable
 
@@ -48,34 +47,11 @@ def device_intervals(events) -> list[tuple[int, int]]:
             if event.device_type() == cuda and event.end_ns() > event.start_ns()]
 
 
-#: The runtime call that marks where each profiled round begins: one the pipeline never makes.
-MARK = "cudaMemGetInfo"
-
-
-def split_rounds(intervals: list[tuple[int, int]], marks: list[int], rounds: int) -> list[list[tuple[int, int]]] | None:
-    """The device intervals of each round of one trace, cut at the ``marks`` (start times of
-    :data:`MARK`, one before each round and one after the last); None where they do not cut
-    cleanly (another count of marks, activity outside them, a round with none)."""
-    marks = sorted(marks)
-    if len(marks) != rounds + 1:
-        return None
-    split: list[list[tuple[int, int]]] = [[] for _ in range(rounds)]
-    for interval in intervals:
-        index = bisect.bisect_right(marks, interval[0]) - 1
-        if not 0 <= index < rounds or interval[1] > marks[index + 1]:
-            return None
-        split[index].append(interval)
-    return split if all(split) else None
-
-
-def _trace(call: Callable[[], object], rounds: int, device: torch.device):
+def _trace(call: Callable[[], object]):
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(rounds):
-            torch.cuda.mem_get_info(device)
-            call()
-        torch.cuda.mem_get_info(device)
+        call()
     return prof.profiler.kineto_results.events()
 
 
@@ -85,41 +61,27 @@ class Profiled:
     device_counts: dict[str, int]  # kernels, launches, syncs and copies of the first profiled round
 
 
-_one_trace_works: bool | None = None  # learnt on the first stage: do the marks cut the trace cleanly here?
-
-
 def measure(call: Callable[[], object], device: torch.device, rounds: int) -> Profiled:
-    """GPU busy seconds of ``rounds`` profiled calls (which must synchronize), and the
-    device-side counters of one of them.
-
-    All rounds run in one trace, cut into rounds at a runtime call made between them
-    (:data:`MARK`): starting and stopping the profiler once instead of per round. Where the
-    marks do not cut the trace cleanly, each round gets a trace of its own, as before.
+    """GPU busy seconds of ``rounds`` profiled calls (which must synchronize), one trace each,
+    and the device-side counters of the first.
 
     The counters come from a trace that is made anyway: reading them here spares the host-work
-    round (:func:`perf.counters.count`) a CUDA trace of its own, 60,000-130,000 events and about
-    a second and a half per eager ``sd15`` stage. The seconds are empty where the trace holds
-    no device activity (no CUPTI, or no GPU work at all): the gate then has no GPU time to
-    compare rather than a wrong one.
+    round (:func:`perf.counters.count`) a CUDA trace of its own. The seconds are empty where the
+    trace holds no device activity (no CUPTI, or no GPU work at all): the gate then has no GPU
+    time to compare rather than a wrong one.
+
+    One trace per round, not one for all: tried on the H100 (all rounds in one trace, cut at a
+    runtime call made between them), it cost as much (``fused_qkv`` 25.2 s for 5 rounds, 16.8 s
+    with a trace each; ``reports/h100/cost/``): the profiler's cost is per traced event, not
+    per trace.
     """
-    global _one_trace_works
     from . import counters
 
     if device.type != "cuda" or rounds <= 0:
         return Profiled([], {})
-    if _one_trace_works is not False:
-        events = _trace(call, rounds, device)
-        cuda = torch.autograd.DeviceType.CUDA
-        marks = [event.start_ns() for event in events if event.device_type() != cuda and event.name() == MARK]
-        split = split_rounds(device_intervals(events), marks, rounds)
-        _one_trace_works = split is not None
-        if split is not None:
-            first, second = sorted(marks)[:2]
-            counted = counters.device_counts([event for event in events if first <= event.start_ns() < second])
-            return Profiled([busy_seconds(part) for part in split], counted)
     samples, device_counts = [], {}
     for index in range(rounds):
-        events = _trace(call, 1, device)
+        events = _trace(call)
         intervals = device_intervals(events)
         if not intervals:
             return Profiled([], {})

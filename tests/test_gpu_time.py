@@ -61,14 +61,3 @@ def test_device_counters_from_a_profiled_round_equal_those_of_the_counting_round
     reused = counters.count(call, torch.device("cuda"), profiled.device_counts)
     assert reused == alone and alone["kernels"] >= 11 and alone["memcpy_dtoh"] >= 1
 
-
-def test_one_trace_is_cut_into_rounds_at_the_marks_or_not_at_all():
-    marks = [0, 100, 200, 300]
-    intervals = [(10, 20), (15, 30), (120, 150), (210, 220), (250, 290)]
-    split = gpu_time.split_rounds(intervals, marks, 3)
-    assert split == [[(10, 20), (15, 30)], [(120, 150)], [(210, 220), (250, 290)]]
-    assert [gpu_time.busy_seconds(part) for part in split] == [20e-9, 30e-9, 50e-9]
-    assert gpu_time.split_rounds(intervals, marks[:-1], 3) is None  # a mark missing
-    assert gpu_time.split_rounds(intervals + [(290, 310)], marks, 3) is None  # runs past the last mark
-    assert gpu_time.split_rounds(intervals + [(-5, 1)], marks, 3) is None  # before the first
-    assert gpu_time.split_rounds([(10, 20), (210, 220)], marks, 3) is None  # a round without GPU work

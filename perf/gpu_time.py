@@ -71,7 +71,7 @@ def measure(call: Callable[[], object], device: torch.device, rounds: int) -> Pr
     time to compare rather than a wrong one.
 
     One trace per round, not one for all: tried on the H100 (all rounds in one trace, cut at a
-    runtime call made between them), it cost as much (``fused_qkv`` 25.2 s for 5 rounds, 16.8 s
+    runtime call made between them), it cost no less (``fused_qkv`` 25.2 s for 5 rounds, 16.8 s
     with a trace each; ``reports/h100/cost/``): the profiler's cost is per traced event, not
     per trace.
     """

@@ -1,6 +1,6 @@
 """What the host-work counters see on the GPU machine (one-off probe; output in probe_counters.log).
 
-python3 reports/h100/probe_counters.py
+python3 tools/probe_counters.py
 """
 import collections
 

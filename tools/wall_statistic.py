@@ -4,7 +4,7 @@ Reads the ten unchanged full-ladder runs recorded Nov 23-26 (same torch, diffuse
 order they ran, and prints per stage, for the median and the fastest round of each run: the spread
 between runs (max/min, SD of log, the consecutive-difference estimate the gate uses) and the host
 part (statistic - GPU busy median) and its max/min. Run from the project root:
-``python reports/h100/wall_statistic.py``. Its output is ``wall_statistic.txt`` beside it.
+``python tools/wall_statistic.py``. Its output is ``reports/h100/wall/wall_statistic.txt``.
 """
 
 import json
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 RUNS = [  # oldest first
-    "baselines/NVIDIA_H100_80GB_HBM3-x1/0001_h100.json", "reports/h100/rerun.json",
-    "baselines/NVIDIA_H100_80GB_HBM3-x1/0002_h100.json", "reports/h100/rerun2.json",
-    "reports/h100/final-rerun.json", "baselines/NVIDIA_H100_80GB_HBM3-x1/0003_h100.json",
-    "reports/h100/rerun3-hostdrift1.0.json", "reports/h100/rerun4.json",
+    "baselines/NVIDIA_H100_80GB_HBM3-x1/0001_h100.json", "reports/h100/wall-only/rerun.json",
+    "baselines/NVIDIA_H100_80GB_HBM3-x1/0002_h100.json", "reports/h100/wall-only/rerun2.json",
+    "reports/h100/wall-only/final-rerun.json", "baselines/NVIDIA_H100_80GB_HBM3-x1/0003_h100.json",
+    "reports/h100/gpu-time/rerun3-hostdrift1.0.json", "reports/h100/gpu-time/rerun4.json",
     "baselines/NVIDIA_H100_80GB_HBM3-x1/0004_h100.json", "reports/h100/counters/rerun5.json",
 ]
 

@@ -1,6 +1,6 @@
 """Where the profiler's time goes in a profiled round (one-off probe; output in probe_profiler.log).
 
-python3 reports/h100/probe_profiler.py
+python3 tools/probe_profiler.py
 """
 import time
 

@@ -117,7 +117,7 @@ def summarize(session_seconds: float, stage_costs: list[dict[str, float]]) -> st
             + (f"; start-up, teardown and the rest {_duration(rest)}" if rest >= 0.5 else ""))
 
 
-LABELS = {"build": "building", "flops": "counting FLOPs", "warmup": "warm-up and compile",
+LABELS = {"build": "building", "flops": "FLOPs and the matmul peak", "warmup": "warm-up and compile",
           "timing": "timed rounds", "gpu_time": "profiling GPU time", "counters": "counting host work"}
 
 

@@ -35,12 +35,12 @@ def _axis_max(values: list[float]) -> float:
     return round(top, digits) or 1.0
 
 
-def ladder(stages: list[tuple[str, float, float | None]], title: str) -> Chart | None:
-    """``stages``: (name, median seconds, GPU busy seconds or None) in ladder order."""
+def ladder(stages: list[tuple[str, float, float | None]], title: str, root: str = "fp32") -> Chart | None:
+    """``stages``: (name, median seconds, GPU busy seconds or None) in ladder order; speed-ups over ``root``."""
     measured = [(name, median, gpu) for name, median, gpu in stages if median]
     if not measured:
         return None
-    reference = next((median for name, median, _ in measured if name == "fp32"), None)
+    reference = next((median for name, median, _ in measured if name == root), None)
     labels = [f"{name} {reference / median:.2f}x" if reference else name for name, median, _ in measured]
     medians = [median for _, median, _ in measured]
     lines = ["xychart-beta", f"    title {_label(title)}",
@@ -52,7 +52,7 @@ def ladder(stages: list[tuple[str, float, float | None]], title: str) -> Chart |
     if all(g is not None for g in gpu):
         lines.append(f"    line [{', '.join(f'{g:.3f}' for g in gpu)}]")
         drawn = "median latency (bars) and GPU busy time (line)"
-    speedup = "; labels give the speed-up over fp32" if reference else ""
+    speedup = f"; labels give the speed-up over {root}" if reference else ""
     return Chart("ladder", f"Ladder: {drawn}{speedup}", "\n".join(lines) + "\n")
 
 

@@ -58,7 +58,7 @@ def perf_stage(request: pytest.FixtureRequest):
         pytest.skip(f"{name}: {reason}")
     built = message = None
     run.progress.phase("building", "build")
-    with optimizations.tf32(stages.recipe(name).tf32):
+    with optimizations.tf32(perf.settings.recipe(name).tf32):
         try:
             built = BuiltStage(name, run.build(name), run, perf.judge)
         except Exception as exc:

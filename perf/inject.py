@@ -56,17 +56,27 @@ def _cycles_per_second(index: int) -> float:
     return cycles / (start.elapsed_time(end) / 1e3)
 
 
+def time_embedding(pipe) -> torch.nn.Module:
+    """The denoiser's small time embedding, run once per call: a UNet's, or a DiT's (Flux's
+    ``time_text_embed``). Faults hook here, inside whatever traces or compiles the denoiser."""
+    if getattr(pipe, "unet", None) is not None:
+        return pipe.unet.time_embedding
+    return pipe.transformer.time_text_embed
+
+
 def slow_down_unet(pipe, seconds_per_call: float) -> None:
-    """Spin for ``seconds_per_call`` inside every UNet call (on the small time embedding)."""
+    """Spin for ``seconds_per_call`` inside every denoiser call (on the small time embedding)."""
     if seconds_per_call <= 0:
         return
-    if pipe.unet.device.type == "cuda":
-        _cycles_per_second(pipe.unet.device.index or 0)  # calibrate before any graph capture
+    embedding = time_embedding(pipe)
+    device = next(embedding.parameters()).device
+    if device.type == "cuda":
+        _cycles_per_second(device.index or 0)  # calibrate before any graph capture
 
     def hook(module, args, output):
         return torch.ops.diffusers_perf.spin(output, seconds_per_call)
 
-    pipe.unet.time_embedding.register_forward_hook(hook)
+    embedding.register_forward_hook(hook)
 
 
 def nan_in_vae(pipe) -> None:
@@ -132,7 +142,7 @@ def recompile_once(pipe) -> None:
     (and one more compiled graph) per stage, where the baseline has none: cheap enough for a
     ladder, where a guard failing on every call would recompile up to dynamo's limit.
     """
-    embedding = pipe.unet.time_embedding
+    embedding = time_embedding(pipe)
     embedding.perf_flipped = False
 
     def hook(module, args, output):

@@ -31,13 +31,23 @@ def tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def denoiser_name(pipe) -> str | None:
+    """The component that runs once per step: a UNet, or a DiT's transformer."""
+    for name in ("unet", "transformer"):
+        if getattr(pipe, name, None) is not None:
+            return name
+    return None
+
+
 def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
           before_capture: Callable[[object], None] | None = None):
     """Prepare ``pipe`` as ``recipe`` says; returns the pipeline to time."""
     pipe.to(device, DTYPES[recipe.dtype])
     _set_attention(pipe, recipe.attention)
+    denoiser = denoiser_name(pipe)
     if recipe.fuse_qkv:
-        pipe.fuse_qkv_projections()
+        fuse = getattr(pipe, "fuse_qkv_projections", None) or getattr(pipe, denoiser).fuse_qkv_projections
+        fuse()
     if recipe.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if before_capture is not None:
@@ -45,7 +55,7 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
     if recipe.trace_unet:
         pipe.unet = trace_unet(pipe, batch=batch, size=size)
     if recipe.compile is not None:
-        pipe.unet = torch.compile(pipe.unet, **recipe.compile)
+        setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser), **recipe.compile))
     return pipe
 
 
@@ -55,6 +65,8 @@ def _set_attention(pipe, attention: str) -> None:
     if attention == "xformers":
         pipe.enable_xformers_memory_efficient_attention()
         return
+    if denoiser_name(pipe) == "transformer":
+        return  # a DiT's own processors (FluxAttnProcessor) already run F.scaled_dot_product_attention
     processor = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}[attention]
     for name in ("unet", "vae"):
         module = getattr(pipe, name, None)

@@ -96,11 +96,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def settings_from(config: pytest.Config) -> Settings:
     """Validate the options; raises :class:`pytest.UsageError` with one line on bad input."""
     get = config.getoption
-    try:
-        selected = stages.parse(get("perf_stages"))
-    except ValueError as exc:
-        raise pytest.UsageError(f"--perf-stages: {exc}") from None
-
     model = None
     name = get("perf_pipeline")
     if get("perf_model"):
@@ -111,7 +106,8 @@ def settings_from(config: pytest.Config) -> Settings:
         except pipelines.ModelError as exc:
             raise pytest.UsageError(str(exc)) from None
         name = "model"
-        scale = pipelines.model_scale_factor(model)
+        family = pipelines.family_of_model(model)
+        scale = pipelines.model_scale_factor(model) * (2 if family == "dit" else 1)
         default_steps, default_size = 50, pipelines.model_sample_size(model) or 512
     else:
         name = name or pipelines.default_pipeline()
@@ -121,7 +117,11 @@ def settings_from(config: pytest.Config) -> Settings:
                 "(or --perf-model PATH_OR_ID for a real checkpoint)"
             )
         spec = pipelines.SPECS[name]
-        scale, default_steps, default_size = spec.vae_scale_factor, spec.steps, spec.size
+        family, scale, default_steps, default_size = spec.family, spec.size_multiple, spec.steps, spec.size
+    try:
+        selected = stages.parse(get("perf_stages"), family)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--perf-stages: {exc}") from None
 
     steps = get("perf_steps") or default_steps
     size = get("perf_size") or default_size
@@ -163,7 +163,7 @@ def settings_from(config: pytest.Config) -> Settings:
     if get("perf_inject_sync") and not torch.cuda.is_available():
         raise pytest.UsageError("--perf-inject-sync adds a host-device sync, which needs CUDA; "
                                 "on CPU prove the counters with --perf-inject-host-work")
-    if get("perf_inject_recompile") and not any(stages.recipe(name).compile for name in selected):
+    if get("perf_inject_recompile") and not any(stages.recipe(name, family).compile for name in selected):
         raise pytest.UsageError("--perf-inject-recompile acts on torch.compile stages (compile, cudagraphs); "
                                 "none of the selected stages compiles")
     slowdown = get("perf_inject_slowdown")
@@ -177,6 +177,7 @@ def settings_from(config: pytest.Config) -> Settings:
 
     return Settings(
         pipeline=name,
+        family=family,
         model=model,
         stages=selected,
         steps=steps,

@@ -27,22 +27,42 @@ _SCHEDULER = dict(  # DDIM, as in the guide's table; SD 1.5's noise schedule
 )
 
 
+_SDXL_SCHEDULER = dict(  # EulerDiscrete, SDXL base's scheduler
+    beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+    timestep_spacing="leading", num_train_timesteps=1000,
+)
+_FLUX_SCHEDULER = dict(  # FlowMatch Euler with FLUX.1-dev's resolution-dependent shift
+    shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+    base_image_seq_len=256, max_image_seq_len=4096,
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineSpec:
-    """One embedded pipeline: component configs plus the run settings it defaults to."""
+    """One embedded pipeline: its family (:data:`perf.stages.FAMILIES`), component configs, and
+    the run settings it defaults to (those a user of that model runs)."""
 
     name: str
     summary: str
-    unet: dict
     vae: dict
     text_encoder: dict
     steps: int
     size: int
     batch: int = 1
+    family: str = "sd"
+    unet: dict | None = None
+    transformer: dict | None = None  # a DiT denoiser (family "dit")
+    text_encoder_2: dict | None = None  # SDXL: OpenCLIP-bigG with projection; Flux: T5 encoder
+    call: dict = dataclasses.field(default_factory=dict)  # extra pipeline arguments (guidance, T5 length)
 
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae["block_out_channels"]) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be a multiple of this: Flux packs 2x2 latent patches."""
+        return self.vae_scale_factor * (2 if self.family == "dit" else 1)
 
 
 SPECS: dict[str, PipelineSpec] = {
@@ -90,6 +110,118 @@ SPECS: dict[str, PipelineSpec] = {
         # CI machine, so every recipe runs on CPU; at 64 px the float16 stages took 10-14 s.
         size=32,
     ),
+    "sdxl": PipelineSpec(
+        name="sdxl",
+        summary="SDXL base architecture, seeded random weights (UNet 2.6B, CLIP-L + OpenCLIP-bigG)",
+        family="sdxl",
+        unet=dict(
+            sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(320, 640, 1280), attention_head_dim=(5, 10, 20),
+            transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048, use_linear_projection=True,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        ),
+        vae=dict(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=1024,
+            block_out_channels=(128, 256, 512, 512), scaling_factor=0.13025, force_upcast=True,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        ),
+        text_encoder=dict(
+            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+            vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        ),
+        text_encoder_2=dict(
+            hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
+            vocab_size=49408, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280,
+        ),
+        steps=30,  # what SDXL users run most; the pipeline's default guidance (5.0)
+        size=1024,
+    ),
+    "tiny-sdxl": PipelineSpec(
+        name="tiny-sdxl",
+        summary="SDXL's classes shrunk for CPU: text-time conditioning, two text encoders, 2-level UNet",
+        family="sdxl",
+        unet=dict(
+            sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(32, 64), attention_head_dim=(2, 4), transformer_layers_per_block=(1, 2),
+            cross_attention_dim=64, use_linear_projection=True, norm_num_groups=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            addition_embed_type="text_time", addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=8 * 6 + 32,
+        ),
+        vae=dict(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=32,
+            norm_num_groups=32, block_out_channels=(32, 64), scaling_factor=0.13025, force_upcast=True,
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        ),
+        text_encoder=dict(
+            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            vocab_size=1000, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=32,
+        ),
+        text_encoder_2=dict(
+            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            vocab_size=1000, max_position_embeddings=77, hidden_act="gelu", projection_dim=32,
+        ),
+        steps=10,
+        size=32,
+    ),
+    "flux": PipelineSpec(
+        name="flux",
+        summary="FLUX.1-dev architecture, seeded random weights (transformer 12B: 19 double- and 38 "
+                "single-stream blocks, hidden 3072; T5-XXL + CLIP-L; guidance-distilled)",
+        family="dit",
+        transformer=dict(
+            patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+            num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+            guidance_embeds=True, axes_dims_rope=(16, 56, 56),
+        ),
+        vae=dict(
+            in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, sample_size=1024,
+            block_out_channels=(128, 256, 512, 512), scaling_factor=0.3611, shift_factor=0.1159,
+            use_quant_conv=False, use_post_quant_conv=False,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        ),
+        text_encoder=dict(
+            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+            vocab_size=49408, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        ),
+        text_encoder_2=dict(  # T5-XXL encoder (v1.1)
+            vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,
+            feed_forward_proj="gated-gelu",
+        ),
+        steps=28,  # FLUX.1-dev's usual 28 steps, guidance 3.5, 512 T5 tokens
+        size=1024,
+        call=dict(guidance_scale=3.5, max_sequence_length=512),
+    ),
+    "tiny-flux": PipelineSpec(
+        name="tiny-flux",
+        summary="Flux's classes shrunk for CPU: double- and single-stream blocks, RoPE, T5 + CLIP, FlowMatch",
+        family="dit",
+        transformer=dict(
+            patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+            guidance_embeds=True, axes_dims_rope=(4, 6, 6),
+        ),
+        vae=dict(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=32,
+            norm_num_groups=32, block_out_channels=(32, 64), scaling_factor=0.3611, shift_factor=0.1159,
+            use_quant_conv=False, use_post_quant_conv=False,
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        ),
+        text_encoder=dict(
+            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+            vocab_size=1000, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=32,
+        ),
+        text_encoder_2=dict(
+            vocab_size=128, d_model=32, d_ff=37, d_kv=8, num_heads=4, num_layers=2, feed_forward_proj="gated-gelu",
+        ),
+        steps=10,
+        size=32,
+        call=dict(guidance_scale=3.5, max_sequence_length=32),
+    ),
 }
 
 
@@ -131,26 +263,88 @@ def build_tokenizer():
 # -- embedded pipelines -----------------------------------------------------------------------------
 
 
+def build_t5_tokenizer():
+    """A T5 (Unigram) tokenizer over printable ASCII, made in memory: every prompt tokenizes,
+    and padding to ``max_sequence_length`` makes the T5 encoder's work that of the real one."""
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -1.0)]
+    vocab += [(chr(code), -1.0) for code in range(33, 127)]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
 def build(name: str, device: torch.device | str, seed: int = SEED):
     """Build an embedded pipeline in float32 directly on ``device``, weights seeded by ``seed``."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
     spec = SPECS[name]
-    tokenizer = build_tokenizer()
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     torch.manual_seed(seed)
-    with torch.device(device):
-        unet = UNet2DConditionModel(**spec.unet)
-        vae = AutoencoderKL(**spec.vae)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**spec.text_encoder, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos))
-    pipe = StableDiffusionPipeline(
-        vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(),
+    pipe = {"sd": _build_sd, "sdxl": _build_sdxl, "dit": _build_flux}[spec.family](spec, torch.device(device))
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _clip(config: dict, tokenizer, with_projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    model = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return model(CLIPTextConfig(**config, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos))
+
+
+def _build_sd(spec: PipelineSpec, device: torch.device):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    tokenizer = build_tokenizer()
+    with device:
+        unet, vae = UNet2DConditionModel(**spec.unet), AutoencoderKL(**spec.vae)
+        text_encoder = _clip(spec.text_encoder, tokenizer)
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
         scheduler=DDIMScheduler(**_SCHEDULER), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+
+
+def _build_sdxl(spec: PipelineSpec, device: torch.device):
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    tokenizer = build_tokenizer()
+    with device:
+        unet, vae = UNet2DConditionModel(**spec.unet), AutoencoderKL(**spec.vae)
+        text_encoder = _clip(spec.text_encoder, tokenizer)
+        text_encoder_2 = _clip(spec.text_encoder_2, tokenizer, with_projection=True)
+    return StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler(**_SDXL_SCHEDULER),
+    )
+
+
+def _build_flux(spec: PipelineSpec, device: torch.device):
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer, t5_tokenizer = build_tokenizer(), build_t5_tokenizer()
+    with device:
+        transformer, vae = FluxTransformer2DModel(**spec.transformer), AutoencoderKL(**spec.vae)
+        text_encoder = _clip(spec.text_encoder, tokenizer)
+        text_encoder_2 = T5EncoderModel(T5Config(**spec.text_encoder_2, is_encoder_decoder=False))
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**_FLUX_SCHEDULER), vae=vae, text_encoder=text_encoder,
+        tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=t5_tokenizer, transformer=transformer,
+    )
+
+
+def family_of_model(folder: Path) -> str:
+    """The family of a ``--perf-model`` folder, from its ``model_index.json``."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return "sd"
+    if "transformer" in index:
+        return "dit"
+    return "sdxl" if "text_encoder_2" in index else "sd"
 
 
 # -- real checkpoints ------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[
 
 def _identities(settings: options.Settings, timer) -> dict[str, dict]:
     """What a stored entry of each selected stage must match to be compared (or charted) with this run."""
-    return {name: baselines.identity(settings.describe(), dataclasses.asdict(stages.recipe(name)), timer)
+    return {name: baselines.identity(settings.describe(), dataclasses.asdict(settings.recipe(name)), timer)
             for name in settings.stages}
 
 
@@ -316,7 +316,8 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
         return
     verdicts = perf.ordered_verdicts() if perf.verdicts else []
     drawn = _charts(session.config, perf) if verdicts else []
-    text = report.markdown(_title(perf), verdicts, perf.runner.results, _not_selected(perf), perf.context) \
+    text = report.markdown(_title(perf), verdicts, perf.runner.results, _not_selected(perf), perf.context,
+                           stages.root(perf.settings.family)) \
         if verdicts else ""
     if perf.ab_verdicts:
         text += ("\n" if text else "") + report.ab_markdown(perf.ordered_ab_verdicts(), perf.ab)
@@ -337,7 +338,7 @@ def _charts(config: pytest.Config, perf: PerfSession) -> list[charts.Chart]:
     results = perf.runner.results
     measured = [(name, results[name].median, results[name].extra.get("gpu_median"))
                 for name in perf.settings.stages if name in results and results[name].median]
-    drawn = [charts.ladder(measured, f"{perf.settings.label} on {perf.key}")]
+    drawn = [charts.ladder(measured, f"{perf.settings.label} on {perf.key}", stages.root(perf.settings.family))]
     runs, _ = storage.read_folder(perf.storage / perf.key)
     saved_now = {path.resolve() for path in perf.saved}
     runs = [run for run in runs if run.path.resolve() not in saved_now]
@@ -368,7 +369,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     terminalreporter.section("diffusers-perf", sep="-", bold=True)
     verdicts = perf.ordered_verdicts() if perf.verdicts else []
     if verdicts:
-        report.terminal(verdicts, perf.runner.results, _not_selected(perf), perf.context, terminalreporter.write_line)
+        report.terminal(verdicts, perf.runner.results, _not_selected(perf), perf.context, terminalreporter.write_line,
+                        stages.root(perf.settings.family))
     if perf.ab_verdicts:
         report.ab_terminal(perf.ordered_ab_verdicts(), perf.ab, terminalreporter.write_line)
     failing = [v for v in verdicts if v.failing and v.status != "failed"]

@@ -19,8 +19,9 @@ HEADERS = ("stage", "median s", "speed-up", "s/step", "GPU s", "GPU busy", "peak
            "cost s", "baseline s", "change", "GPU change", "threshold", "verdict")
 
 
-def rows(verdicts, results) -> list[tuple[str, ...]]:
-    reference = results.get("fp32")
+def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
+    """One row per stage; speed-ups are over ``root``, the ladder's first stage (Flux's is bf16)."""
+    reference = results.get(root)
     reference = reference.median if reference is not None and reference.outcome == "passed" else None
     table = []
     for verdict in verdicts:
@@ -75,8 +76,8 @@ def _notes(verdicts, missing, context, skipped: bool = True) -> list[str]:
     return notes
 
 
-def terminal(verdicts, results, missing, context, write_line) -> None:
-    _table([HEADERS] + rows(verdicts, results), write_line)
+def terminal(verdicts, results, missing, context, write_line, root: str = "fp32") -> None:
+    _table([HEADERS] + rows(verdicts, results, root), write_line)
     for note in _notes(verdicts, missing, context, skipped=False):
         write_line(f"  {note}")
 
@@ -94,8 +95,8 @@ def _markdown_table(headers, table) -> list[str]:
             + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table])
 
 
-def markdown(title: str, verdicts, results, missing, context) -> str:
-    lines = [f"## {title}", "", *_markdown_table(HEADERS, rows(verdicts, results))]
+def markdown(title: str, verdicts, results, missing, context, root: str = "fp32") -> str:
+    lines = [f"## {title}", "", *_markdown_table(HEADERS, rows(verdicts, results, root))]
     legend = ("cost: the stage's own wall time, every phase; change: of the fastest round for wall time, "
               "of the median for GPU time; "
               "threshold: the smallest slowdown the gate fails for this stage here, "

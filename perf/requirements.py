@@ -68,7 +68,7 @@ CHECKS = {
 }
 
 
-def skip_reason(recipe, stage: str | None = None) -> str | None:
+def skip_reason(recipe) -> str | None:
     """Why a recipe cannot run here (its stage's own needs: a CUDA-only parent flag such as TF32
     is a no-op on CPU, so needs are not inherited).
 

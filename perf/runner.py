@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, requirements, stages,
+from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, stages,
                timing)
 from .settings import Settings
 from .stats import robust_cv
@@ -62,20 +62,20 @@ class Runner:
     # -- building ----------------------------------------------------------------------------
 
     def skip_reason(self, name: str) -> str | None:
-        return requirements.skip_reason(stages.recipe(name), name)
+        return self.settings.skip_reason(name)
 
     def build(self, name: str):
         """The stage's pipeline, ready to time. Call inside ``optimizations.tf32(recipe.tf32)``."""
         s = self.settings
-        recipe = stages.recipe(name)
+        recipe = s.recipe(name)
         self.dynamo_before = counters.dynamo_state()
         self.cache_before = counters.cache_state()
         if s.model is not None:
             pipe = pipelines.load(s.model, self.device)
         else:
             pipe = pipelines.build(s.pipeline, self.device)
-        if getattr(pipe, "unet", None) is None and (recipe.channels_last or recipe.trace_unet or recipe.compile):
-            raise StageFailure(f"stage {name!r}: this pipeline has no UNet, which the stage optimizes")
+        if optimizations.denoiser_name(pipe) is None and (recipe.channels_last or recipe.trace_unet or recipe.compile):
+            raise StageFailure(f"stage {name!r}: this pipeline has no UNet or transformer, which the stage optimizes")
 
         def before_capture(pipe):
             if s.count_flops and self._flops is None:
@@ -124,12 +124,13 @@ class Runner:
     def generate(self, pipe, steps: int):
         s = self.settings
         generator = torch.Generator(self.device).manual_seed(pipelines.SEED)
+        extra = pipelines.SPECS[s.pipeline].call if s.model is None else {}
         return pipe(pipelines.PROMPT, num_inference_steps=steps, height=s.size, width=s.size,
-                    num_images_per_prompt=s.batch, generator=generator, output_type="np").images
+                    num_images_per_prompt=s.batch, generator=generator, output_type="np", **extra).images
 
     def measure(self, benchmark, name: str, pipe) -> StageResult:
         s = self.settings
-        recipe = stages.recipe(name)
+        recipe = s.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
         measured = timing.measure(benchmark, lambda: self.generate(pipe, s.steps), self.device, s.budget,
                                   compiled=recipe.compile is not None, phase=self.progress.phase)

@@ -32,6 +32,19 @@ class Settings:
     reference_python: str | None = None  # A/B runs: the reference environment's interpreter
     host_drift: float | None = None
     allow_uncompared: bool = False
+    family: str = "sd"  # the pipeline's model family (perf.stages.FAMILIES): which ladder applies
+
+    def recipe(self, stage: str):
+        """The stage's recipe for this run's pipeline family."""
+        from . import stages
+
+        return stages.recipe(stage, self.family)
+
+    def skip_reason(self, stage: str) -> str | None:
+        """Why the stage cannot run in this run: not for this pipeline's family, or not on this machine."""
+        from . import requirements, stages
+
+        return stages.not_applicable(stage, self.family) or requirements.skip_reason(self.recipe(stage))
 
     @property
     def injecting(self) -> bool:

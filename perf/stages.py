@@ -4,6 +4,13 @@ A stage names its parent and only what it changes; everything else is inherited,
 registry reads like the table of Diffusers' "Speed up inference" guide. To add a stage,
 add one ``Stage(...)`` to ``STAGES`` below: the fixtures, the report and the gate pick it up.
 
+One registry serves every model family (:data:`FAMILIES`). A stage says which families it
+applies to (``channels_last`` and ``traced_unet`` optimize a UNet; a DiT such as Flux brings its
+own attention processors), and where its parent differs in a family (``parent_in``): Flux's
+ladder starts at ``bf16``, since no one runs Flux in float32, and ``fused_qkv``, ``compile`` and
+``cudagraphs`` build on it there. A family's root takes what its stage does not set from
+:data:`FAMILY_BASE`.
+
 What a recipe *means* (how fp16 or SDPA is applied to a pipeline) lives in
 :mod:`perf.optimizations`; what a stage *needs* to run lives in :mod:`perf.requirements`.
 """
@@ -31,11 +38,26 @@ class Recipe:
     requires: tuple[str, ...] = ()  # see perf.requirements.CHECKS
 
 
+#: Model families: Stable Diffusion 1.x/2.x UNets, SDXL's UNet (added text-time conditioning, two
+#: text encoders), and DiT pipelines (Flux: a transformer denoiser with its own attention).
+FAMILIES = ("sd", "sdxl", "dit")
+UNET = ("sd", "sdxl")
+
+#: What a family's root stage does not set itself, where that root is not the registry's root.
+FAMILY_BASE: dict[str, dict[str, Any]] = {
+    "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Stage:
     name: str
     parent: str | None
     summary: str
+    #: The model families this stage applies to; elsewhere it skips with the reason.
+    families: tuple[str, ...] = FAMILIES
+    #: Another parent in some families (None: the stage is that family's root).
+    parent_in: dict[str, str | None] = dataclasses.field(default_factory=dict)
     dtype: Any = INHERIT
     tf32: Any = INHERIT
     attention: Any = INHERIT
@@ -54,48 +76,74 @@ STAGES: tuple[Stage, ...] = (
     # -- the guide's ladder: each row adds one thing to the row above -------------------------
     Stage("fp32", None, "the guide's original: float32, TF32 off, classic attention",
           dtype="float32", tf32=False, attention="classic", channels_last=False,
-          fuse_qkv=False, trace_unet=False, compile=None),
-    Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",)),
-    Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16"),
-    Stage("channels_last", "fp16", "+ UNet in channels_last memory format", channels_last=True),
+          fuse_qkv=False, trace_unet=False, compile=None, families=UNET),
+    Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",), families=UNET),
+    Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16",
+          families=UNET),
+    Stage("channels_last", "fp16", "+ UNet in channels_last memory format", channels_last=True, families=UNET),
     Stage("traced_unet", "channels_last", "+ UNet traced with torch.jit.trace",
-          trace_unet=True, requires=("jit_trace",)),
+          trace_unet=True, requires=("jit_trace",), families=("sd",)),
     # -- memory-efficient attention, instead of tracing ----------------------------------------
     Stage("sdpa", "channels_last", "memory-efficient attention: F.scaled_dot_product_attention",
-          attention="sdpa"),
+          attention="sdpa", families=UNET),
     Stage("xformers", "channels_last", "memory-efficient attention: xFormers",
-          attention="xformers", requires=("cuda", "xformers")),
-    # -- after the guide ------------------------------------------------------------------------
-    Stage("bf16", "sdpa", "bfloat16 instead of float16", dtype="bfloat16"),
-    Stage("fused_qkv", "sdpa", "+ fuse_qkv_projections()", fuse_qkv=True),
-    Stage("compile", "sdpa", "+ torch.compile(unet, fullgraph=True)",
-          compile={"fullgraph": True}, requires=("compile",)),
-    Stage("cudagraphs", "sdpa", "+ torch.compile(unet, mode='reduce-overhead'): CUDA graphs",
+          attention="xformers", requires=("cuda", "xformers"), families=UNET),
+    # -- after the guide; a DiT's ladder starts here --------------------------------------------
+    Stage("bf16", "sdpa", "bfloat16 instead of float16 (a DiT's root: bfloat16, its own SDPA attention)",
+          dtype="bfloat16", parent_in={"dit": None}),
+    Stage("fused_qkv", "sdpa", "+ fuse_qkv_projections()", fuse_qkv=True, parent_in={"dit": "bf16"}),
+    Stage("compile", "sdpa", "+ torch.compile(denoiser, fullgraph=True)",
+          compile={"fullgraph": True}, requires=("compile",), parent_in={"dit": "bf16"}),
+    Stage("cudagraphs", "sdpa", "+ torch.compile(denoiser, mode='reduce-overhead'): CUDA graphs",
           compile={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"),
-          min_effect=0.03),
+          min_effect=0.03, parent_in={"dit": "bf16"}),
 )
+
+#: Why a stage does not apply to a family, by the families it is limited to.
+_NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transformer (DiT) denoiser",
+            ("sd",): "the guide's torch.jit.trace passes the UNet only (sample, timestep, text); {family}'s UNet "
+                     "also takes added conditioning (text_embeds, time_ids)"}
 
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 
 
-def names() -> list[str]:
-    return [stage.name for stage in STAGES]
+def names(family: str | None = None) -> list[str]:
+    """Every stage, or those that apply to ``family``, in ladder order."""
+    return [stage.name for stage in STAGES if family is None or family in stage.families]
 
 
-def lineage(name: str) -> list[Stage]:
-    """The stage and its ancestors, root first."""
+def parent(name: str, family: str = "sd") -> str | None:
+    stage = BY_NAME[name]
+    return stage.parent_in.get(family, stage.parent)
+
+
+def root(family: str = "sd") -> str:
+    """The family's first stage: what its speed-ups are measured against."""
+    return next(name for name in names(family) if parent(name, family) is None)
+
+
+def not_applicable(name: str, family: str) -> str | None:
+    """Why the stage does not apply to ``family``, or None."""
+    stage = BY_NAME[name]
+    if family in stage.families:
+        return None
+    why = _NOT_FOR.get(stage.families, "it applies to {families} pipelines only")
+    return f"not for {family} pipelines: " + why.format(family=family, families=", ".join(stage.families))
+
+
+def lineage(name: str, family: str = "sd") -> list[Stage]:
+    """The stage and its ancestors in ``family``, root first."""
     chain = []
     while name is not None:
-        stage = BY_NAME[name]
-        chain.append(stage)
-        name = stage.parent
+        chain.append(BY_NAME[name])
+        name = parent(name, family)
     return chain[::-1]
 
 
-def recipe(name: str) -> Recipe:
+def recipe(name: str, family: str = "sd") -> Recipe:
     """Flatten a stage and its ancestors into the settings that build its pipeline."""
-    values: dict[str, Any] = {}
-    for stage in lineage(name):
+    values: dict[str, Any] = dict(FAMILY_BASE.get(family, {}))
+    for stage in lineage(name, family):
         for field in dataclasses.fields(Recipe):
             if field.name == "requires":
                 continue
@@ -105,18 +153,22 @@ def recipe(name: str) -> Recipe:
     return Recipe(**values, requires=BY_NAME[name].requires)
 
 
-def origin(name: str, field: str) -> str:
+def origin(name: str, field: str, family: str = "sd") -> str:
     """The stage (``name`` or an ancestor) that sets ``field`` of ``name``'s recipe."""
-    for stage in reversed(lineage(name)):
+    for stage in reversed(lineage(name, family)):
         if getattr(stage, field) is not INHERIT:
             return stage.name
     return name
 
 
-def parse(text: str | None) -> list[str]:
-    """``--perf-stages`` value to stage names, in ladder order; raises ValueError naming the valid ones."""
+def parse(text: str | None, family: str | None = None) -> list[str]:
+    """``--perf-stages`` value to stage names, in ladder order; raises ValueError naming the valid ones.
+
+    ``all`` (the default) is every stage that applies to ``family``; a stage named explicitly is
+    kept even where it does not apply, and skips with the reason.
+    """
     if text is None or text.strip() in ("", "all"):
-        return names()
+        return names(family)
     wanted = [part.strip() for part in text.split(",") if part.strip()]
     if not wanted:
         raise ValueError(f"{text!r} names no stage; valid stages: {', '.join(names())} (or 'all')")
@@ -130,15 +182,23 @@ def parse(text: str | None) -> list[str]:
 
 
 def _check_registry() -> None:
-    seen: set[str] = set()
-    for stage in STAGES:
-        if stage.parent is not None and stage.parent not in seen:
-            raise RuntimeError(f"stage {stage.name!r}: parent {stage.parent!r} must be declared before it")
-        seen.add(stage.name)
-    root = STAGES[0]
-    missing = [f.name for f in dataclasses.fields(Recipe) if f.name != "requires" and getattr(root, f.name) is INHERIT]
-    if missing:
-        raise RuntimeError(f"root stage {root.name!r} must set {missing}")
+    for family in FAMILIES:
+        seen: set[str] = set()
+        for stage in STAGES:
+            if family not in stage.families:
+                continue
+            up = parent(stage.name, family)
+            if up is not None and up not in seen:
+                raise RuntimeError(f"stage {stage.name!r}: its parent in {family} pipelines, {up!r}, must be "
+                                   "declared before it and apply to them")
+            seen.add(stage.name)
+            if up is None:
+                values = dict(FAMILY_BASE.get(family, {}))
+                values.update({f.name: getattr(stage, f.name) for f in dataclasses.fields(Recipe)
+                               if f.name != "requires" and getattr(stage, f.name) is not INHERIT})
+                missing = [f.name for f in dataclasses.fields(Recipe) if f.name != "requires" and f.name not in values]
+                if missing:
+                    raise RuntimeError(f"stage {stage.name!r}, the root of {family} pipelines, must set {missing}")
 
 
 _check_registry()

@@ -66,7 +66,7 @@ def serve(requests, reply) -> None:
                     settings = Settings.from_json(request["settings"])
                     name = request["stage"]
                     runner = Runner(settings)
-                    stack.enter_context(optimizations.tf32(stages.recipe(name).tf32))
+                    stack.enter_context(optimizations.tf32(settings.recipe(name).tf32))
                     pipe = runner.build(name)
                     injected = request.get("inject") or {}
                     if injected.get("host_delay"):
@@ -75,7 +75,7 @@ def serve(requests, reply) -> None:
 
                     call = timing.synchronized(lambda pipe=pipe, runner=runner, steps=settings.steps: runner.generate(pipe, steps),
                                                 device)
-                    compiled = stages.recipe(name).compile is not None
+                    compiled = settings.recipe(name).compile is not None
                     warmups = timing.warm_up(call, settings.budget, compiled, settle=True)
                     state.update(runner=runner, call=call, name=name, device=device, settings=settings, rounds=0,
                                  crash_after=injected.get("crash_after_rounds"), last=None)
@@ -99,7 +99,7 @@ def serve(requests, reply) -> None:
                     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
                     image_stats = guards.check_images(state["last"], state["name"])
                     gpu, counted = timing.profile_and_count(call, device, settings.budget)
-                    if counted and stages.recipe(state["name"]).compile is not None:
+                    if counted and settings.recipe(state["name"]).compile is not None:
                         counted.update(counters.dynamo_delta(state["runner"].dynamo_before))
                     reply({"gpu_seconds": gpu, "counters": counted, "peak_memory_bytes": peak,
                            "image_max": min(st.max for st in image_stats)})

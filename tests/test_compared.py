@@ -19,7 +19,7 @@ from perf import compare, storage
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="sized for the tiny pipeline on CPU")
 
 H100 = Path(__file__).resolve().parents[1] / "baselines" / "NVIDIA_H100_80GB_HBM3-x1"
-REPORTS = Path(__file__).resolve().parents[1] / "reports" / "h100"
+REPORTS = Path(__file__).resolve().parents[1] / "reports" / "h100" / "gpu-time"
 
 #: Every generation 0.2 s slower: about 2x on the tiny fp32 stage at 32 px, whatever the machine's load.
 SLOWER = """

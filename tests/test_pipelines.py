@@ -111,3 +111,28 @@ def test_building_a_pipeline_leaves_no_temporary_files(tmp_path, monkeypatch):
     tokenizer = pipelines.build_tokenizer()
     assert tokenizer("a photo of an astronaut")["input_ids"][0] == tokenizer.bos_token_id
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sdxl_and_flux_are_the_published_architectures():
+    sdxl, flux = pipelines.SPECS["sdxl"], pipelines.SPECS["flux"]
+    assert sdxl.unet["transformer_layers_per_block"] == (1, 2, 10) and sdxl.unet["addition_embed_type"] == "text_time"
+    assert sdxl.text_encoder["hidden_size"] == 768 and sdxl.text_encoder_2["hidden_size"] == 1280  # CLIP-L, bigG
+    assert (sdxl.size, sdxl.vae["force_upcast"]) == (1024, True)
+    t = flux.transformer
+    assert (t["num_layers"], t["num_single_layers"], t["num_attention_heads"] * t["attention_head_dim"]) == (19, 38, 3072)
+    assert flux.text_encoder_2["d_model"] == 4096 and flux.vae["latent_channels"] == 16 and t["guidance_embeds"]
+    assert (flux.family, flux.size_multiple, flux.size) == ("dit", 16, 1024)
+
+
+@pytest.mark.parametrize("name", ["tiny-sdxl", "tiny-flux"])
+def test_tiny_variants_use_the_same_classes(name):
+    full, tiny = pipelines.SPECS[name.removeprefix("tiny-")], pipelines.SPECS[name]
+    assert full.family == tiny.family
+    pipe = pipelines.build(name, "cpu")
+    assert type(pipe).__name__ == {"tiny-sdxl": "StableDiffusionXLPipeline", "tiny-flux": "FluxPipeline"}[name]
+    if name == "tiny-flux":
+        assert type(pipe.transformer).__name__ == "FluxTransformer2DModel"
+        assert type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+        assert pipe.tokenizer_2("a photo", padding="max_length", max_length=16).input_ids[-1] == 0  # T5 pads
+    else:
+        assert type(pipe.text_encoder_2).__name__ == "CLIPTextModelWithProjection"

@@ -44,3 +44,23 @@ def test_skip_reasons_without_cuda():
         assert requirements.skip_reason(stages.recipe(name)) is None, name  # every recipe runs on CPU
     assert requirements.skip_reason(stages.recipe("fp32")) is None
     assert requirements.skip_reason(stages.recipe("bf16")) is None
+
+
+def test_each_family_has_its_ladder_in_the_one_registry():
+    assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs"]
+    assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
+    assert stages.names("sd") == stages.names()  # SD 1.5: the whole guide
+    root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
+    assert (root.dtype, root.attention, root.channels_last, root.fuse_qkv, root.compile) == \
+        ("bfloat16", "sdpa", False, False, None)
+    graphs = stages.recipe("cudagraphs", "dit")
+    assert graphs.dtype == "bfloat16" and not graphs.channels_last and graphs.compile["mode"] == "reduce-overhead"
+    assert stages.recipe("cudagraphs", "sd").dtype == "float16"  # the UNet ladder is unchanged
+    assert [s.name for s in stages.lineage("fused_qkv", "dit")] == ["bf16", "fused_qkv"]
+
+
+def test_a_stage_named_for_a_family_it_does_not_fit_says_why():
+    assert stages.parse("channels_last,bf16", "dit") == ["channels_last", "bf16"]  # kept, to skip with the reason
+    assert "UNet" in stages.not_applicable("channels_last", "dit")
+    assert "added conditioning" in stages.not_applicable("traced_unet", "sdxl")
+    assert stages.not_applicable("compile", "dit") is None

@@ -188,3 +188,24 @@ def test_baseline_from_other_hardware_is_not_compared(suite):
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*NOT COMPARED fp32: 0001_base.json is from other hardware (accelerator: 'cuda' -> 'cpu'; "
                                  "gpu: 'NVIDIA A100-SXM4-80GB' -> None*"])
+
+
+def test_tiny_sdxl_ladder_runs_on_cpu_and_skips_what_does_not_fit_it(suite):
+    result = suite.run("--perf-pipeline=tiny-sdxl", "--perf-stages=fp32,traced_unet,bf16,fused_qkv", "-rs")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.fnmatch_lines(["*traced_unet: not for sdxl pipelines: the guide's torch.jit.trace passes the UNet only*"])
+    result.stdout.fnmatch_lines(["*tiny-sdxl, 32x32*", "fused_qkv *measured"])
+
+
+def test_tiny_flux_ladder_starts_at_bf16_and_compiles_the_transformer(suite):
+    result = suite.run("--perf-pipeline=tiny-flux", "--perf-stages=channels_last,bf16,fused_qkv,compile", "-rs")
+    result.assert_outcomes(passed=3, skipped=1)
+    result.stdout.fnmatch_lines(["*channels_last: not for dit pipelines: it optimizes a UNet*"])
+    result.stdout.fnmatch_lines(["bf16 *1.00x*measured", "compile *measured"])  # bf16 is the speed-up's root
+
+
+def test_a_saved_flux_pipeline_loads_through_from_pretrained(suite, tmp_path):
+    pipelines.build("tiny-flux", "cpu").save_pretrained(tmp_path / "flux", safe_serialization=True)
+    result = suite.run(f"--perf-model={tmp_path / 'flux'}", "--perf-stages=channels_last,bf16", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)  # recognised as a DiT from its model_index.json
+    result.stdout.fnmatch_lines(["*channels_last: not for dit pipelines*"])

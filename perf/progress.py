@@ -70,7 +70,7 @@ class Progress:
             remaining = max(0, self.total - self.index + 1) * sum(self._finished) / len(self._finished)
             left = f", ~{_duration(remaining)} left"
         where = f"[{self.index}/{self.total}] " if self.total else ""
-        self._write(f"{where}{self.stage}: {text}; {_duration(elapsed)} so far{left}")
+        self._write(f"{where}{self.stage}: {text}; {_duration(elapsed)} so far{left}", False)
 
     def charge(self, cost: str) -> None:
         """What follows is spent on ``cost``, without a line of its own (a step too short to announce)."""
@@ -92,7 +92,7 @@ class Progress:
     def say(self, line: str) -> None:
         """A line of its own (an A/B stage's verdict, as soon as it is judged)."""
         if self._write is not None:
-            self._write(line)
+            self._write(line, True)
 
 
 def process_seconds() -> float:
@@ -121,16 +121,33 @@ LABELS = {"build": "building", "flops": "FLOPs and the matmul peak", "warmup": "
           "timing": "timed rounds", "gpu_time": "profiling GPU time", "counters": "counting host work"}
 
 
-def pytest_writer(config) -> Callable[[str], None] | None:
-    """A writer that reaches the terminal while pytest captures the test's output."""
+def pytest_writer(config) -> Callable[..., None] | None:
+    """A writer that reaches the terminal while pytest captures the test's output.
+
+    On an interactive terminal each stage keeps one line, redrawn at every phase, as pytest
+    redraws its own "collecting ..." line; the stage's verdict ends it. Elsewhere (CI logs, a
+    pipe) every phase is a line of its own: a redrawn line would be a mess of carriage returns.
+    """
     plugins = config.pluginmanager
     terminal, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
     if terminal is None:
         return None
+    redraw = bool(terminal.isatty())
+    drawing = False
 
-    def write(line: str) -> None:
+    def write(line: str, final: bool = True) -> None:
+        nonlocal drawing
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            terminal.ensure_newline()
-            terminal.write_line(line)
+            if redraw and (drawing or not final):
+                if not drawing:
+                    terminal.ensure_newline()
+                terminal.rewrite(line, erase=True)
+                drawing = not final
+                if final:
+                    terminal.write("\n")
+                terminal.flush()
+            else:
+                terminal.ensure_newline()
+                terminal.write_line(line)
 
     return write

@@ -16,7 +16,7 @@ def test_each_phase_is_one_line_and_the_estimate_comes_from_finished_stages(monk
     clock = Clock()
     monkeypatch.setattr(progress.time, "perf_counter", clock)
     lines = []
-    p = progress.Progress(lines.append, total=3)
+    p = progress.Progress(lambda line, final: lines.append(line), total=3)
     p.start_stage("fp32")
     clock.now = 10.0
     p.phase("building")
@@ -59,3 +59,47 @@ def test_silent_without_a_writer():
     p = progress.Progress()
     p.start_stage("fp32")
     p.phase("building")  # nothing to write to: no error
+
+
+def test_an_interactive_terminal_redraws_one_line_per_stage(monkeypatch):
+    """On a tty the phases of a stage rewrite one line, which its verdict ends; elsewhere each is a line."""
+
+    class Terminal:
+        def __init__(self, tty):
+            self.tty, self.out = tty, ""
+
+        def isatty(self):
+            return self.tty
+
+        def ensure_newline(self):
+            if self.out and not self.out.endswith("\n"):
+                self.out += "\n"
+
+        def rewrite(self, line, erase=False):
+            self.out += "\r" + line
+
+        def write(self, text):
+            self.out += text
+
+        def write_line(self, line):
+            self.out += line + "\n"
+
+        def flush(self):
+            pass
+
+    class Config:
+        def __init__(self, terminal):
+            self.pluginmanager = type("P", (), {"get_plugin": lambda _, name: terminal if name == "terminalreporter" else None})()
+
+    for tty in (True, False):
+        terminal = Terminal(tty)
+        p = progress.Progress(progress.pytest_writer(Config(terminal)), total=1)
+        p.start_stage("fp32")
+        p.phase("building")
+        p.phase("timing 6 rounds (~1 s)")
+        p.say("fp32: ok")
+        if tty:
+            assert terminal.out == "\r[1/1] fp32: building; 0 s so far\r[1/1] fp32: timing 6 rounds (~1 s); 0 s so far\rfp32: ok\n"
+        else:
+            assert terminal.out.splitlines() == ["[1/1] fp32: building; 0 s so far",
+                                                 "[1/1] fp32: timing 6 rounds (~1 s); 0 s so far", "fp32: ok"]

@@ -117,6 +117,8 @@ def settings_from(config: pytest.Config) -> Settings:
                 "(or --perf-model PATH_OR_ID for a real checkpoint)"
             )
         spec = pipelines.SPECS[name]
+        if spec.needs_cuda and not torch.cuda.is_available():
+            raise pytest.UsageError(f"--perf-pipeline: {name} needs CUDA: {spec.needs_cuda}")
         family, scale, default_steps, default_size = spec.family, spec.size_multiple, spec.steps, spec.size
     try:
         selected = stages.parse(get("perf_stages"), family)

@@ -54,6 +54,8 @@ class PipelineSpec:
     transformer: dict | None = None  # a DiT denoiser (family "dit")
     text_encoder_2: dict | None = None  # SDXL: OpenCLIP-bigG with projection; Flux: T5 encoder
     call: dict = dataclasses.field(default_factory=dict)  # extra pipeline arguments (guidance, T5 length)
+    #: Why it cannot run without CUDA (its weights alone outgrow a CPU machine's memory), or None.
+    needs_cuda: str | None = None
 
     @property
     def vae_scale_factor(self) -> int:
@@ -138,6 +140,8 @@ SPECS: dict[str, PipelineSpec] = {
         ),
         steps=30,  # what SDXL users run most; the pipeline's default guidance (5.0)
         size=1024,
+        needs_cuda="about 14 GB of float32 weights and minutes per image on CPU; tiny-sdxl runs the same "
+                   "classes there",
     ),
     "tiny-sdxl": PipelineSpec(
         name="tiny-sdxl",
@@ -195,6 +199,8 @@ SPECS: dict[str, PipelineSpec] = {
         steps=28,  # FLUX.1-dev's usual 28 steps, guidance 3.5, 512 T5 tokens
         size=1024,
         call=dict(guidance_scale=3.5, max_sequence_length=512),
+        needs_cuda="about 67 GB of float32 weights (transformer 11.9B, T5-XXL encoder 4.7B); tiny-flux runs "
+                   "the same classes on CPU",
     ),
     "tiny-flux": PipelineSpec(
         name="tiny-flux",

@@ -75,6 +75,15 @@ class PerfSession:
         return [self.verdicts.get(name) or gate.Verdict(name, "skipped", "not run") for name in self.settings.stages]
 
 
+def shown(path: Path) -> str:
+    """A path as the output shows it: relative to where pytest runs, as pytest shows test paths,
+    so that a report read on another machine does not name this one's folders."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _xdist_active(config: pytest.Config) -> bool:
     return (config.getoption("dist", "no") not in (None, "no")
             or bool(config.getoption("numprocesses", None))
@@ -192,12 +201,12 @@ def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[
     plan = baselines.plan(runs, folder, hardware, identities, chosen)
     _check_rounds(settings, plan)
     if not runs:
-        context.append(f"no baseline for this hardware ({key}) in {root}: record one with `{RECORD_COMMAND}` "
+        context.append(f"no baseline for this hardware ({key}) in {shown(root)}: record one with `{RECORD_COMMAND}` "
                        "and commit it")
     software = baselines.software_info()
     for run in plan.baselines():
         compared = [name for name, p in plan.stages.items() if p.baseline is run]
-        context.append(f"compared with {run.path} ({', '.join(compared)})")
+        context.append(f"compared with {shown(run.path)} ({', '.join(compared)})")
         changed = baselines.software_changed(run.software, software)
         if changed:
             context.append(f"software changed since {run.path.name}: {', '.join(changed)}")
@@ -304,7 +313,7 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     if costs and perf.session_seconds is not None:
         perf.context.append(progress.summarize(perf.session_seconds, costs))
     for path in perf.saved:
-        perf.context.append(f"baseline recorded: {path}")
+        perf.context.append(f"baseline recorded: {shown(path)}")
     for line in (perf.not_saved, perf.save_error):
         if line:
             perf.context.append(line)
@@ -382,7 +391,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
             terminalreporter.write_line(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}",
                                         red=True, bold=True)
     if perf.settings.report:
-        terminalreporter.write_line(f"report: {perf.settings.report}")
+        terminalreporter.write_line(f"report: {shown(perf.settings.report)}")
 
 
 @pytest.hookimpl(trylast=True)

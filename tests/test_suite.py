@@ -21,7 +21,8 @@ def one_line_error(result: pytest.RunResult) -> str:
 
 @pytest.mark.parametrize("args, expected", [
     (["--perf-stages=nope"], "valid stages: fp32, tf32, fp16"),
-    (["--perf-pipeline=sdxl"], "valid pipelines: sd15, tiny"),
+    (["--perf-pipeline=sd3"], "valid pipelines: sd15, tiny, sdxl, tiny-sdxl, flux, tiny-flux"),
+    (["--perf-pipeline=flux"], "flux needs CUDA") if not torch.cuda.is_available() else (["--perf-pipeline=sd3"], "sd3"),
     (["--perf-steps=0"], "--perf-steps: must be a positive integer"),
     (["--perf-size=-64"], "--perf-size: must be a positive integer"),
     (["--perf-size=36"], "--perf-size: 36 is not a multiple of 8"),

@@ -107,7 +107,7 @@ def settings_from(config: pytest.Config) -> Settings:
             raise pytest.UsageError(str(exc)) from None
         name = "model"
         family = pipelines.family_of_model(model)
-        scale = pipelines.model_scale_factor(model) * (2 if family == "dit" else 1)
+        scale = pipelines.size_multiple(pipelines.model_scale_factor(model), family)
         default_steps, default_size = 50, pipelines.model_sample_size(model) or 512
     else:
         name = name or pipelines.default_pipeline()

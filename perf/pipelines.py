@@ -63,8 +63,13 @@ class PipelineSpec:
 
     @property
     def size_multiple(self) -> int:
-        """Image sides must be a multiple of this: Flux packs 2x2 latent patches."""
-        return self.vae_scale_factor * (2 if self.family == "dit" else 1)
+        return size_multiple(self.vae_scale_factor, self.family)
+
+
+def size_multiple(vae_scale_factor: int, family: str) -> int:
+    """Image sides must be a multiple of this: the VAE's factor, twice that for a DiT (Flux packs
+    2x2 latent patches)."""
+    return vae_scale_factor * (2 if family == "dit" else 1)
 
 
 SPECS: dict[str, PipelineSpec] = {

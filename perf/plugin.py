@@ -52,6 +52,7 @@ class PerfSession:
     save_short: str = ""  # the same, in a few words, for the final line
     ab: ab.Session | None = None  # --perf-reference-python: the A/B part of the run
     ab_verdicts: dict[str, gate.Verdict] = dataclasses.field(default_factory=dict)
+    hardware: dict = dataclasses.field(default_factory=dict)  # this machine's, as the run started
     session_seconds: float | None = None  # the whole process's wall time, taken as the run ends
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
@@ -145,7 +146,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--perf-reference-python: {problem}")
         session_ab = ab.Session(settings, worker.resolve(settings.reference_python))
     config._perf = PerfSession(settings=settings, runner=Runner(settings, plan.stages if plan else None),
-                               storage=root, key=key, policy=policy, plan=plan, context=context, ab=session_ab)
+                               storage=root, key=key, policy=policy, plan=plan, context=context, ab=session_ab,
+                               hardware=hardware)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -348,14 +350,15 @@ def _charts(config: pytest.Config, perf: PerfSession) -> list[charts.Chart]:
     measured = [(name, results[name].median, results[name].extra.get("gpu_median"))
                 for name in perf.settings.stages if name in results and results[name].median]
     drawn = [charts.ladder(measured, f"{perf.settings.label} on {perf.key}", stages.root(perf.settings.family))]
-    runs, _ = storage.read_folder(perf.storage / perf.key)
-    saved_now = {path.resolve() for path in perf.saved}
-    runs = [run for run in runs if run.path.resolve() not in saved_now]
-    hardware = baselines.hardware_info()
+    if perf.plan is not None:  # compare mode read them before the run, so without this run's own file
+        runs = perf.plan.runs
+    else:
+        saved_now = {path.resolve() for path in perf.saved}
+        runs = [run for run in storage.read_folder(perf.storage / perf.key)[0] if run.path.resolve() not in saved_now]
     for name, ident in _identities(perf.settings, config.option.benchmark_timer).items():
         if name in results and results[name].median:
             points = [(run.path.stem.split("_", 1)[0], entry["stats"]["median"])
-                      for run, entry in baselines.trend(runs, name, ident, hardware)]
+                      for run, entry in baselines.trend(runs, name, ident, perf.hardware)]
             drawn.append(charts.trend(name, points + [("this run", results[name].median)]))
     return [chart for chart in drawn if chart is not None]
 

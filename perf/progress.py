@@ -36,7 +36,8 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, write: Callable[[str], None] | None = None, total: int = 0):
+    def __init__(self, write: Callable[[str, bool], None] | None = None, total: int = 0):
+        """``write(line, final)``: ``final`` is False for a phase, True for a line of its own (:meth:`say`)."""
         self._write = write
         self.total = total
         self.index = 0
@@ -58,13 +59,10 @@ class Progress:
 
     def phase(self, text: str, cost: str | None = None) -> None:
         """A phase of the current stage begins; ``cost`` (one of :data:`COSTS`) is what it is spent on."""
-        now = time.perf_counter()
-        self._close_cost(now)
-        if cost is not None:
-            self._cost = (cost, now)
+        self.charge(cost)
         if self._write is None:
             return
-        elapsed = now - self._started
+        elapsed = time.perf_counter() - self._started
         left = ""
         if self._finished and self.total:
             remaining = max(0, self.total - self.index + 1) * sum(self._finished) / len(self._finished)
@@ -72,11 +70,13 @@ class Progress:
         where = f"[{self.index}/{self.total}] " if self.total else ""
         self._write(f"{where}{self.stage}: {text}; {_duration(elapsed)} so far{left}", False)
 
-    def charge(self, cost: str) -> None:
-        """What follows is spent on ``cost``, without a line of its own (a step too short to announce)."""
+    def charge(self, cost: str | None) -> None:
+        """What follows is spent on ``cost`` (None: on nothing a stage records), without a line of
+        its own (a step too short to announce)."""
         now = time.perf_counter()
         self._close_cost(now)
-        self._cost = (cost, now)
+        if cost is not None:
+            self._cost = (cost, now)
 
     def _close_cost(self, now: float) -> None:
         if self._cost is not None:

@@ -49,7 +49,7 @@ def serve(requests, reply) -> None:
     """Answer ``requests`` (an iterable of JSON lines) through ``reply(dict)`` until they end."""
     import torch
 
-    from . import baselines, counters, guards, inject, optimizations, stages, timing
+    from . import baselines, counters, guards, inject, optimizations, timing
     from .runner import Runner
     from .settings import Settings
 

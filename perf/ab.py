@@ -92,10 +92,14 @@ class Session:
         self.results: dict[str, ABResult] = {}
 
     def worker_settings(self) -> dict:
-        """The settings each worker builds with: the faults go only through :meth:`injected`."""
-        clean = dataclasses.replace(self.settings, inject_nan=False, inject_slowdown=0.0, inject_sync=False,
-                                    inject_host_work=0.0, inject_recompile=False, inject_host_delay=0.0,
-                                    inject_crash=False, count_flops=False)
+        """The settings each worker builds with: the faults go only through :meth:`injected`.
+
+        Workers keep torch's own threads unless --perf-threads was typed: two workers with one
+        thread each differed by up to 1.46x for a whole stage on the 2-core machine, against
+        0.77-1.06 with the default (``reports/cpu/ab/``), and pairing already cancels what a busy
+        neighbour does to both sides."""
+        clean = dataclasses.replace(self.settings.without_faults(),
+                                    threads=self.settings.threads if self.settings.threads_given else None)
         return clean.to_json()
 
     def injected(self, side: str, name: str) -> dict:

@@ -36,7 +36,8 @@ from . import storage
 from .storage import StoredRun
 
 #: Run settings that must match for two runs' timings to be compared (besides the hardware).
-COMPARED_SETTINGS = ("pipeline", "steps", "size", "batch")
+#: ``threads`` is saved since --perf-threads; older files, without it, match any.
+COMPARED_SETTINGS = ("pipeline", "steps", "size", "batch", "threads")
 
 #: Recipe fields (:class:`perf.stages.Recipe`) that make a stage what it is; saved in ``extra_info.recipe``.
 #: Files written before the recipe was saved hold ``dtype``, ``tf32`` and ``attention`` only; those are compared.
@@ -131,7 +132,7 @@ def timer_name(timer) -> str:
 
 def identity(settings: dict, recipe: dict, timer) -> dict:
     """What must match for a stored entry to be this stage's baseline (see the module's rule)."""
-    ident = {key: settings[key] for key in COMPARED_SETTINGS}
+    ident = {key: settings.get(key) for key in COMPARED_SETTINGS}
     ident["timer"] = timer_name(timer)
     ident.update({key: recipe[key] for key in RECIPE_FIELDS})
     return ident

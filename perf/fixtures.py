@@ -57,10 +57,15 @@ def perf_stage(request: pytest.FixtureRequest):
             pytest.fail(f"NOT COMPARED {name}: {verdict.detail}", pytrace=False)
         pytest.skip(f"{name}: {reason}")
     built = message = None
+    try:
+        run.prepare_reference(name)
+    except Exception as exc:
+        message = runner.describe(name, "while making the reference images", exc)
     run.progress.phase("building", "build")
     with optimizations.tf32(perf.settings.recipe(name).tf32):
         try:
-            built = BuiltStage(name, run.build(name), run, perf.judge)
+            if message is None:
+                built = BuiltStage(name, run.build(name), run, perf.judge)
         except Exception as exc:
             message = runner.describe(name, "while building", exc)
         if built is not None:

@@ -33,6 +33,13 @@ Peak GPU memory is near-deterministic, so it fails on growth beyond ``MEMORY_THR
 plus a small absolute slack for allocator rounding. ``--benchmark-compare-fail`` expressions
 are judged here too, so the user sees one verdict per stage.
 
+**Quality** (:mod:`perf.quality`): a stage's PSNR against its family's reference stage, made in the
+same run from the same seed, fails under the stage's floor wherever one was measured (the runner
+checks that as it checks for black images, compare or not), and here when it drops below its
+baseline's by more than ``max(QUALITY_MIN_DROP_DB, 2 x run-to-run SD)``: 3 dB is the error against
+the reference doubling. CPU runs repeat it exactly; a subtle fault (one attention x1.2) cost the
+float16 stages of ``tiny`` 5 dB and of ``tiny-sdxl`` 6.5 dB.
+
 **Compared** means all of that was possible. In compare mode a stage that was selected but
 could not be judged (no baseline entry, a recipe or timer change, too few rounds, no GPU time
 where the baseline has it, a baseline stage that now skips) fails unless the user typed
@@ -45,10 +52,10 @@ import dataclasses
 import math
 import statistics
 
-from . import counters, stages
+from . import counters, quality, stages
 from .baselines import StagePlan, gpu_samples
 from .stats import (bootstrap_median_ci, bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv,
-                    signed_rank_p, smallest_p)
+                    run_to_run_sd, signed_rank_p, smallest_p)
 
 ALPHA = 0.01
 MEMORY_THRESHOLD = 0.05
@@ -64,6 +71,10 @@ NOISE_MULTIPLE = 2.0
 #: worst seen: on CPU wall time catches gross slowdowns, and the host-work counters
 #: (:mod:`perf.counters`) catch more work of any size.
 DEVICE_MIN_EFFECT = {"cpu": 0.40}
+
+#: Smallest drop of a stage's PSNR against the reference (dB) that fails it against its baseline: the
+#: error's energy doubling. Unchanged CPU runs repeat PSNR exactly (``reports/cpu/quality/``).
+QUALITY_MIN_DROP_DB = 3.0
 
 #: Floor of every stage's GPU-busy-time threshold. GPU work repeats closely: ``fp32``, whose
 #: GPU is busy 94 % of the time, spread 2 % (max/min, CV 0.7 %) over five unchanged H100 runs
@@ -288,6 +299,7 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     changes = counters.compare((bench.get("extra_info") or {}).get("counters") or {}, result.extra.get("counters") or {})
     failing_counters, reported = _counter_lines(changes, result.extra.get("steps"))
     problems += failing_counters
+    problems += _quality_problems(bench, result.extra, stage_plan, source)
     fields.update(latency=latency, latency_median=latency_median, gpu=gpu, memory_ratio=memory_ratio,
                   counter_changes=changes)
     if problems:
@@ -322,6 +334,24 @@ def _gpu_and_memory_problems(gpu: LatencyComparison | None, base_mem: int | None
         problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
                         f"(+{(mem / base_mem - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
     return problems
+
+
+def quality_drop_allowed(history: list[float]) -> float:
+    """How far a stage's PSNR may fall below its baseline's, from the stored runs' noise (dB)."""
+    return max(QUALITY_MIN_DROP_DB, NOISE_MULTIPLE * (run_to_run_sd(history) or 0.0))
+
+
+def _quality_problems(bench: dict, extra: dict, stage_plan: StagePlan, source: str) -> list[str]:
+    before, now = quality.stored(bench.get("extra_info")), quality.stored(extra)
+    if before is None or now is None or before.reference != now.reference:
+        return []
+    history = [s.psnr_db for s in map(quality.stored, (b.get("extra_info") for b in stage_plan.history)) if s]
+    allowed = quality_drop_allowed(history)
+    if now.psnr_db >= before.psnr_db - allowed:
+        return []
+    return [f"quality PSNR {now.psnr_db:.1f} dB against {now.reference}, {before.psnr_db - now.psnr_db:.1f} dB under "
+            f"{before.psnr_db:.1f} dB in {source} (more than {allowed:.1f} dB: the error against the reference "
+            f"grew {10 ** ((before.psnr_db - now.psnr_db) / 10):.1f}x)"]
 
 
 def _counter_lines(changes, steps: int | None) -> tuple[list[str], list[str]]:

@@ -51,6 +51,17 @@ class ImageStats:
         return None
 
 
+def check_quality(stage: str, similarity, floor: float | None) -> None:
+    """Raise :class:`GuardError` when the stage's PSNR against the reference stage is under its floor
+    (``similarity``: a :class:`perf.quality.Similarity`, or None where there is no reference)."""
+    if similarity is None or floor is None or similarity.psnr_db >= floor:
+        return
+    raise GuardError(
+        f"stage {stage!r}: quality PSNR {similarity.psnr_db:.1f} dB against {similarity.reference} is under its "
+        f"floor of {floor:.1f} dB (perf/stages.py, MIN_PSNR): the images are numerically wrong, not just faster"
+    )
+
+
 def check_images(images, stage: str) -> list[ImageStats]:
     """Raise :class:`GuardError` naming the stage and the statistic that tripped."""
     if hasattr(images, "detach"):

@@ -17,6 +17,9 @@ a Python ``time.sleep`` would vanish from a captured graph and prove nothing.
 post-processing: host time no counter sees, which only a clock can catch (the A/B gate of
 :mod:`perf.ab` at a few percent; the stored-baseline gate only beyond the host's drift).
 ``--perf-inject-crash`` kills an A/B worker with SIGSEGV mid-stage: that stage must fail alone.
+``--perf-inject-quality=F`` scales the output of the denoiser's first attention by ``1 + F``: the
+kind of bug (a wrong softmax scale, a dropped bias) that leaves an image neither black nor flat,
+which only the quality guard (:mod:`perf.quality`) can catch.
 """
 
 from __future__ import annotations
@@ -62,6 +65,31 @@ def time_embedding(pipe) -> torch.nn.Module:
     if getattr(pipe, "unet", None) is not None:
         return pipe.unet.time_embedding
     return pipe.transformer.time_text_embed
+
+
+def first_attention(pipe) -> torch.nn.Module:
+    """The denoiser's first attention module: a UNet's first self-attention, a DiT's first block's."""
+    from diffusers.models.attention_processor import Attention
+
+    try:  # a DiT's attention classes (FluxAttention) share this mixin since diffusers 0.35
+        from diffusers.models.attention import AttentionModuleMixin
+    except ImportError:
+        AttentionModuleMixin = Attention
+    denoiser = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    return next(module for module in denoiser.modules() if isinstance(module, (Attention, AttentionModuleMixin)))
+
+
+def scale_attention(pipe, fraction: float) -> None:
+    """Scale the first attention's output by ``1 + fraction`` (a forward hook, so traced and compiled
+    denoisers carry it too)."""
+    factor = 1.0 + fraction
+
+    def hook(module, args, output):
+        if isinstance(output, tuple):  # a joint (DiT) attention returns image and text streams
+            return tuple(part * factor for part in output)
+        return output * factor
+
+    first_attention(pipe).register_forward_hook(hook)
 
 
 def slow_down_unet(pipe, seconds_per_call: float) -> None:

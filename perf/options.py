@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import gate, pipelines, stages
+from . import gate, pipelines, stages, timing
 from .settings import Settings
 from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
 
@@ -20,7 +20,7 @@ from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
 #: memory or a night (one line, exit 4).
 LIMITS = {"--perf-steps": (1, 1000), "--perf-size": (1, 4096), "--perf-batch": (1, 64),
           "--perf-min-rounds": (1, 10_000), "--perf-max-rounds": (1, 10_000), "--perf-warmup": (0, 1000),
-          "--perf-gpu-rounds": (0, 1000)}
+          "--perf-gpu-rounds": (0, 1000), "--perf-threads": (1, 1024)}
 #: Pixels of one batch (batch x size^2) beyond which latents and activations cannot fit a GPU.
 MAX_PIXELS = 4096 * 4096
 
@@ -54,6 +54,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "before wall time fails it (default, measured on a shared H100 host: 2.0 for eager "
                          "stages, 0.8 on the fastest round and 1.5 on the median for CUDA-graph stages; one "
                          "value replaces them all; lower it on a dedicated runner)")
+    group.addoption("--perf-threads", metavar="N", type=int, default=None,
+                    help=f"torch intra-op threads of the timed process (default: {timing.CPU_THREADS} on CPU, as "
+                         "torch.utils.benchmark.Timer, so another process on the machine does not stall every "
+                         "operator; torch's own default with CUDA). A/B workers use it only when given")
     group.addoption("--perf-report", metavar="PATH", default="perf-report.md",
                     help="Markdown report written at the end of the run (default: perf-report.md; "
                          "'none' or empty: no report file); also appended to $GITHUB_STEP_SUMMARY when set")
@@ -77,6 +81,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perf-inject-host-delay", metavar="SECONDS", type=float, default=0.0,
                     help="(proves the clocks) spin SECONDS on the host in every generation's image "
                          "post-processing: host time that no counter sees")
+    group.addoption("--perf-inject-quality", metavar="FRACTION", type=float, default=0.0,
+                    help="fault on purpose: scale the output of the denoiser's first attention by 1 + FRACTION "
+                         "(0.2: x1.2), a numeric fault that leaves the image neither black nor flat; the quality "
+                         "guard must fail the stage")
     group.addoption("--perf-inject-side", choices=("candidate", "reference"), default="candidate",
                     help="A/B runs: which side --perf-inject-host-delay and --perf-inject-crash act on "
                          "(default: candidate, this environment)")
@@ -159,6 +167,9 @@ def settings_from(config: pytest.Config) -> Settings:
                                     "a fraction such as 0.05 proves the gate")
         if fraction and not get("benchmark_compare"):
             raise pytest.UsageError(f"{option} sizes the injected work from a baseline: add --benchmark-compare")
+    if not -1 < get("perf_inject_quality") <= 10:
+        raise pytest.UsageError(f"--perf-inject-quality: must be a fraction above -1 (the output x 1 + FRACTION), "
+                                f"got {get('perf_inject_quality')}; 0.2 proves the quality guard")
     delay = get("perf_inject_host_delay")
     if delay < 0 or delay > 60:
         raise pytest.UsageError(f"--perf-inject-host-delay: must be seconds from 0 to 60, got {delay}")
@@ -203,9 +214,12 @@ def settings_from(config: pytest.Config) -> Settings:
         inject_host_delay=get("perf_inject_host_delay"),
         inject_side=get("perf_inject_side"),
         inject_crash=get("perf_inject_crash"),
+        inject_quality=get("perf_inject_quality"),
         reference_python=reference,
         host_drift=get("perf_host_drift"),
         allow_uncompared=get("perf_allow_uncompared"),
+        threads=get("perf_threads") or (None if torch.cuda.is_available() else timing.CPU_THREADS),
+        threads_given=get("perf_threads") is not None,
     )
 
 
@@ -221,7 +235,8 @@ def _check_numbers(get) -> None:
                                ("--perf-host-drift", get("perf_host_drift"), "0 or more"),
                                ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0"),
                                ("--perf-inject-host-work", get("perf_inject_host_work"), "a fraction >= 0"),
-                               ("--perf-inject-host-delay", get("perf_inject_host_delay"), "seconds >= 0")):
+                               ("--perf-inject-host-delay", get("perf_inject_host_delay"), "seconds >= 0"),
+                               ("--perf-inject-quality", get("perf_inject_quality"), "a fraction")):
         if value is not None and not math.isfinite(value):
             raise pytest.UsageError(f"{option}: must be a finite number ({low}), got {value}")
     if get("perf_host_drift") is not None and get("perf_host_drift") < 0:

@@ -245,7 +245,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     perf: PerfSession = config._perf
     s = perf.settings
     return [f"diffusers-perf: pipeline {s.label}, {s.size}x{s.size}, {s.steps} steps, batch {s.batch}, "
-            f"device {perf.runner.device}, hardware key {perf.key}, stages {','.join(s.stages)}"]
+            f"device {perf.runner.device}" + (f" ({s.threads} thread{'s' * (s.threads > 1)})" if s.threads else "")
+            + f", hardware key {perf.key}, stages {','.join(s.stages)}"]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 #: What a stage's time is spent on, in the order a stage goes through them.
-COSTS = ("build", "flops", "warmup", "timing", "gpu_time", "counters")
+COSTS = ("build", "reference", "flops", "warmup", "timing", "gpu_time", "counters")
 _IMPORTED = time.perf_counter()
 
 
@@ -117,7 +117,7 @@ def summarize(session_seconds: float, stage_costs: list[dict[str, float]]) -> st
             + (f"; start-up, teardown and the rest {_duration(rest)}" if rest >= 0.5 else ""))
 
 
-LABELS = {"build": "building", "flops": "FLOPs and the matmul peak", "warmup": "warm-up and compile",
+LABELS = {"build": "building", "reference": "reference images", "flops": "FLOPs and the matmul peak", "warmup": "warm-up and compile",
           "timing": "timed rounds", "gpu_time": "profiling GPU time", "counters": "counting host work"}
 
 

@@ -2,7 +2,8 @@
 
 Columns: stage, median latency, speed-up over ``fp32``, seconds per step, GPU busy time and
 its share of the latency (low: the stage is host-bound), peak GPU memory, share of the device's
-measured matmul peak, the baseline's median, the changes in latency (of the fastest round, what
+measured matmul peak, PSNR of its images against the family's reference stage (:mod:`perf.quality`;
+"=" identical, its floor in brackets where declared), the baseline's median, the changes in latency (of the fastest round, what
 the first of the gate's :data:`perf.gate.WALL_STATISTICS`) and GPU time (of the median), the
 thresholds they were judged by, and the verdict. "cost s" is the stage's own wall time (build,
 FLOPs, warm-up and compile, timed, profiled and counted rounds); the session's line under the
@@ -15,8 +16,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-HEADERS = ("stage", "median s", "speed-up", "s/step", "GPU s", "GPU busy", "peak GiB", "% of peak", "rounds",
-           "cost s", "baseline s", "change", "GPU change", "threshold", "verdict")
+from . import quality
+
+HEADERS = ("stage", "median s", "speed-up", "s/step", "GPU s", "GPU busy", "peak GiB", "% of peak", "PSNR dB",
+           "rounds", "cost s", "baseline s", "change", "GPU change", "threshold", "verdict")
 
 
 def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
@@ -40,6 +43,7 @@ def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
             _num(extra.get("gpu_busy") and 100 * extra["gpu_busy"], "{:.0f}%"),
             _num(extra.get("peak_memory_gib"), "{:.2f}"),
             _num(extra.get("fraction_of_peak") and 100 * extra["fraction_of_peak"], "{:.1f}%"),
+            _psnr(extra.get("quality")),
             str(extra.get("rounds", "")),
             _num(extra.get("cost_seconds") and sum(extra["cost_seconds"].values()), "{:.0f}"),
             _num(verdict.baseline_median, "{:.3f}"),
@@ -49,6 +53,14 @@ def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
             verdict.status,
         ))
     return table
+
+
+def _psnr(data: dict | None) -> str:
+    """PSNR against the reference stage: "=" where identical, the floor after a slash where declared."""
+    if not data:
+        return ""
+    value = "=" if data["psnr_db"] >= quality.IDENTICAL_DB else f"{data['psnr_db']:.1f}"
+    return value + (f" (>{data['min_psnr_db']:g})" if data.get("min_psnr_db") is not None else "")
 
 
 def _num(value, fmt: str) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, stages,
-               timing)
+from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, quality,
+               stages, timing)
 from .settings import Settings
 from .stats import robust_cv
 
@@ -51,6 +51,7 @@ class Runner:
         self.settings = settings
         self.plans = plans or {}  # stage -> what it is compared with (--benchmark-compare)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        timing.use_threads(settings.threads)
         self.results: dict[str, StageResult] = {}
         self._flops: int | None = None
         self.dynamo_before: dict[str, int] = {}  # dynamo's totals when the current stage was built
@@ -58,6 +59,7 @@ class Runner:
         self._software: dict | None = None
         self.progress = progress.Progress()  # the plugin gives it a writer
         self._hardware: dict | None = None
+        self._reference: Any = None  # the reference stage's images (perf.quality), once made
 
     # -- building ----------------------------------------------------------------------------
 
@@ -94,6 +96,8 @@ class Runner:
                 inject.recompile_once(pipe)
             if s.inject_host_delay:
                 inject.delay_postprocessing(pipe, s.inject_host_delay)
+            if s.inject_quality:
+                inject.scale_attention(pipe, s.inject_quality)
 
         return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
                                    before_capture=before_capture)
@@ -119,6 +123,50 @@ class Runner:
             return 0.0
         return stage_plan.entry["stats"]["median"] / self.settings.steps
 
+    # -- the reference images (perf.quality) -----------------------------------------------------
+
+    def prepare_reference(self, name: str) -> None:
+        """Make the family's reference images before ``name`` is built, unless ``name`` makes them.
+
+        The reference stage's own timed images serve when it runs first, as it does in a ladder,
+        and nothing injected can have changed them; otherwise (a subset such as ``--perf-stages=sdpa``,
+        or ``--perf-inject-quality``) the reference is built once from the settings without faults,
+        generates once untimed, and is freed before the stage is built.
+        """
+        s = self.settings
+        root = stages.root(s.family)
+        if self._reference is not None or (name == root and not s.inject_quality):
+            return
+        if s.skip_reason(root):
+            self._reference = (root, None)
+            return
+        self.progress.phase(f"making the reference images ({root}, untimed)", "reference")
+        clean = Runner(s.without_faults())
+        with optimizations.tf32(s.recipe(root).tf32):
+            pipe = clean.build(root)
+            images = timing.synchronized(lambda: clean.generate(pipe, s.steps), self.device)()
+        del pipe
+        clean.free()
+        self._reference = (root, images)
+
+    def similarity(self, name: str, images) -> quality.Similarity | None:
+        """The stage's images against the reference (None where the reference stage cannot run here)."""
+        root = stages.root(self.settings.family)
+        if self._reference is None and name == root and not self.settings.inject_quality:
+            self._reference = (root, images)
+        if self._reference is None or self._reference[1] is None:
+            return None
+        return quality.similarity(images, self._reference[1], self._reference[0])
+
+    def quality_floor(self, name: str) -> float | None:
+        """The stage's declared PSNR floor, where it was measured: an embedded pipeline at its default
+        steps and size (:data:`perf.stages.MIN_PSNR`)."""
+        s = self.settings
+        spec = pipelines.SPECS.get(s.pipeline)
+        if s.model is not None or spec is None or (s.steps, s.size) != (spec.steps, spec.size):
+            return None
+        return stages.min_psnr(name, s.family, s.pipeline)
+
     # -- measuring ----------------------------------------------------------------------------
 
     def generate(self, pipe, steps: int):
@@ -137,12 +185,16 @@ class Runner:
         rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         try:
             image_stats = guards.check_images(measured.result, name)
+            similar = self.similarity(name, measured.result)
+            guards.check_quality(name, similar, self.quality_floor(name))
         except guards.GuardError:
             benchmark.has_error = True  # a broken stage must never become a baseline
             raise
         if not rounds:  # --benchmark-disable: generated once and checked, nothing timed
             return StageResult(stage=name, outcome="passed", extra={"stage": name, "device": str(self.device)})
         extra = self._extra_info(name, recipe, rounds, measured, image_stats)
+        if similar is not None:
+            extra["quality"] = dict(similar.to_json(), min_psnr_db=self.quality_floor(name))
         benchmark.extra_info.update(extra)
         return StageResult(stage=name, outcome="passed", rounds=rounds, extra=extra)
 
@@ -163,6 +215,7 @@ class Runner:
             "steps": s.steps,
             "size": s.size,
             "batch": s.batch,
+            "threads": s.threads,
             "dtype": recipe.dtype,
             "tf32": recipe.tf32,
             "attention": recipe.attention,
@@ -200,7 +253,7 @@ class Runner:
             extra["injected_seconds_per_unet_call"] = self.injected_seconds_per_call(name)
         if s.inject_nan:
             extra["injected_nan"] = True
-        for fault in ("inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay"):
+        for fault in ("inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay", "inject_quality"):
             if getattr(s, fault):
                 extra[f"injected_{fault[len('inject_'):]}"] = getattr(s, fault)
         return extra

@@ -29,10 +29,13 @@ class Settings:
     inject_host_delay: float = 0.0  # seconds
     inject_side: str = "candidate"  # A/B runs: which side the faults go into
     inject_crash: bool = False  # A/B runs: the injected side's worker segfaults mid-stage
+    inject_quality: float = 0.0  # the denoiser's first attention output scaled by 1 + this
     reference_python: str | None = None  # A/B runs: the reference environment's interpreter
     host_drift: float | None = None
     allow_uncompared: bool = False
     family: str = "sd"  # the pipeline's model family (perf.stages.FAMILIES): which ladder applies
+    threads: int | None = None  # torch intra-op threads of the timed process; None: torch's default
+    threads_given: bool = False  # --perf-threads was typed: A/B workers use it too
 
     def recipe(self, stage: str):
         """The stage's recipe for this run's pipeline family."""
@@ -50,7 +53,13 @@ class Settings:
     def injecting(self) -> bool:
         """Whether a fault is injected on purpose: such a run is never saved."""
         return bool(self.inject_nan or self.inject_slowdown or self.inject_sync or self.inject_host_work
-                    or self.inject_recompile or self.inject_host_delay or self.inject_crash)
+                    or self.inject_recompile or self.inject_host_delay or self.inject_crash or self.inject_quality)
+
+    def without_faults(self) -> "Settings":
+        """The same run with no injected fault: what A/B workers and the reference images build from."""
+        return dataclasses.replace(self, inject_nan=False, inject_slowdown=0.0, inject_sync=False, inject_host_work=0.0,
+                                   inject_recompile=False, inject_host_delay=0.0, inject_crash=False,
+                                   inject_quality=0.0, count_flops=False)
 
     @property
     def label(self) -> str:
@@ -59,7 +68,7 @@ class Settings:
     def describe(self) -> dict:
         """The run settings as saved in the JSON (``diffusers_perf.settings``)."""
         return {"pipeline": self.label, "steps": self.steps, "size": self.size, "batch": self.batch,
-                "stages": self.stages, "gpu_rounds": self.budget.gpu_rounds}
+                "stages": self.stages, "gpu_rounds": self.budget.gpu_rounds, "threads": self.threads}
 
     def to_json(self) -> dict:
         """The settings a worker needs, as JSON (the report path stays with the parent)."""

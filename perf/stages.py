@@ -99,6 +99,23 @@ STAGES: tuple[Stage, ...] = (
           min_effect=0.03, parent_in={"dit": "bf16"}),
 )
 
+#: Quality floors: the lowest PSNR (dB, :mod:`perf.quality`) a stage's images may have against its
+#: family's reference stage, per embedded pipeline at its default steps and size; a stage without a
+#: row takes its parent's. Each floor sits about 3 dB (the error doubling) under what the stage was
+#: measured to give; elsewhere (sd15 on a GPU, other sizes) no floor is declared until measured, and
+#: only the drop against the stage's own baseline is judged. Measured on the 2-core CPU machine with
+#: ``pytest perf --perf-pipeline=NAME`` (``reports/cpu/quality/``): float16-class stages 66.5-66.7 dB
+#: (tiny) and 70.9-72.7 dB (tiny-sdxl), bf16 48.2 and 51.8 dB, the references and tiny-flux's
+#: fused_qkv identical; one attention's output scaled by 1.2 (``--perf-inject-quality=0.2``) gave
+#: 59.7-61.4 dB on tiny's. A fault smaller than a stage's own rounding (bf16's, compile's on a
+#: DiT) hides under it: bf16 of tiny went 48.2 -> 47.9 dB with that fault, within any floor.
+MIN_PSNR: dict[str, dict[str, float]] = {
+    "fp32": {"tiny": 80.0, "tiny-sdxl": 80.0},
+    "fp16": {"tiny": 63.5, "tiny-sdxl": 68.0},
+    "bf16": {"tiny": 45.0, "tiny-sdxl": 48.5, "tiny-flux": 80.0},
+    "compile": {"tiny-flux": 44.5},  # Inductor's fused bf16 kernels round differently: 47.8 dB
+}
+
 #: Why a stage does not apply to a family, by the families it is limited to.
 _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transformer (DiT) denoiser",
             ("sd",): "the guide's torch.jit.trace passes the UNet only (sample, timestep, text); {family}'s UNet "
@@ -129,6 +146,15 @@ def not_applicable(name: str, family: str) -> str | None:
         return None
     why = _NOT_FOR.get(stage.families, "it applies to {families} pipelines only")
     return f"not for {family} pipelines: " + why.format(family=family, families=", ".join(stage.families))
+
+
+def min_psnr(name: str, family: str, pipeline: str) -> float | None:
+    """The stage's quality floor for an embedded pipeline (:data:`MIN_PSNR`): its own or its nearest ancestor's."""
+    for stage in reversed(lineage(name, family)):
+        floor = MIN_PSNR.get(stage.name, {}).get(pipeline)
+        if floor is not None:
+            return floor
+    return None
 
 
 def lineage(name: str, family: str = "sd") -> list[Stage]:

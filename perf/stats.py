@@ -48,7 +48,15 @@ def run_to_run_cv(medians: list[float]) -> float | None:
     """
     if len(medians) < 2 or not finite_positive(medians):
         return None
-    diffs = [abs(math.log(b / a)) for a, b in zip(medians, medians[1:])]
+    return run_to_run_sd([math.log(m) for m in medians])
+
+
+def run_to_run_sd(values: list[float]) -> float | None:
+    """:func:`run_to_run_cv` for values on an additive scale (dB, logs): the noise of one value
+    from run to run, from the differences of consecutive runs. None for fewer than two."""
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        return None
+    diffs = [abs(b - a) for a, b in zip(values, values[1:])]
     return statistics.median(diffs) * MAD_TO_SIGMA / math.sqrt(2)
 
 

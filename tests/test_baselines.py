@@ -75,6 +75,12 @@ def test_a_changed_recipe_or_timer_is_not_compared(tmp_path):
     stored(tmp_path / "t", 1, timed)
     plan, _ = plan_for(tmp_path / "t", "fp32")
     assert "timer 'process_time' -> 'perf_counter'" in plan.stages["fp32"].reason
+    threaded = entry("fp32", 1.0, threads=2)  # --perf-threads=2 then; torch's default (None) now
+    stored(tmp_path / "n", 1, threaded)
+    plan, _ = plan_for(tmp_path / "n", "fp32")
+    assert "threads 2 -> None" in plan.stages["fp32"].reason
+    stored(tmp_path / "old", 1, entry("fp32", 1.0))  # saved before threads were: compared
+    assert plan_for(tmp_path / "old", "fp32")[0].stages["fp32"].baseline is not None
 
 
 def test_no_baseline_says_so(tmp_path):

@@ -50,6 +50,8 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
         fuse()
     if recipe.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
+    if recipe.quantize is not None:
+        quantize(getattr(pipe, denoiser), recipe.quantize)
     if before_capture is not None:
         before_capture(pipe)
     if recipe.trace_unet:
@@ -57,6 +59,36 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
     if recipe.compile is not None:
         setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser), **recipe.compile))
     return pipe
+
+
+#: Linears whose input has one row per image, not per token: the time and text-time embeddings,
+#: ResNets' time projections and a DiT's adaptive norms. torchao's int8 matmul needs more than 16
+#: rows on CUDA ("self.size(0) needs to be greater than 16, but got 2" under classifier-free
+#: guidance, ``../shared/gpu.md``), and quantizing them saves nothing.
+PER_IMAGE_LINEARS = ("time", "norm", "add_embedding")
+
+
+def _quantizable(module: torch.nn.Module, name: str) -> bool:
+    return (isinstance(module, torch.nn.Linear) and module.in_features > 16 and module.out_features > 16
+            and not any(part in name for part in PER_IMAGE_LINEARS))
+
+
+def quantize(denoiser: torch.nn.Module, kind: str) -> None:
+    """torchao's dynamic quantization of the denoiser's token-wise linears, before it is compiled
+    (diffusion-fast's order): ``int8`` activations and weights, or ``fp8`` row-wise (bfloat16 only)."""
+    from torchao.quantization import quantize_
+
+    if kind == "int8":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+        config = Int8DynamicActivationInt8WeightConfig()
+    elif kind == "fp8":
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
+
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    else:
+        raise ValueError(f"unknown quantization {kind!r}: int8 or fp8")
+    quantize_(denoiser, config, filter_fn=_quantizable)
 
 
 def _set_attention(pipe, attention: str) -> None:

@@ -315,6 +315,8 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     costs = [result.extra["cost_seconds"] for result in perf.runner.results.values() if "cost_seconds" in result.extra]
     if costs and perf.session_seconds is not None:
         perf.context.append(progress.summarize(perf.session_seconds, costs))
+    if perf.runner.reference_problem:
+        perf.context.append(perf.runner.reference_problem)
     for path in perf.saved:
         perf.context.append(f"baseline recorded: {shown(path)}")
     for line in (perf.not_saved, perf.save_error):

@@ -60,8 +60,32 @@ def _compile() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _torchao() -> str | None:
+    try:
+        import torchao  # noqa: F401
+        from torchao.quantization import quantize_  # noqa: F401
+    except ImportError:
+        return "torchao is not installed (pip install 'diffusers-perf[torchao]')"
+    except Exception as exc:  # built for another torch: anything at import
+        return f"torchao is installed but does not import: {_first_line(exc)}"
+    return None
+
+
+def _fp8() -> str | None:
+    if not torch.cuda.is_available():
+        return "needs CUDA: torch.cuda.is_available() is False on this machine"
+    major, minor = torch.cuda.get_device_capability()
+    if (major, minor) < (8, 9):
+        return (f"float8 matmuls need compute capability 8.9 or newer (Ada, Hopper); "
+                f"{torch.cuda.get_device_name()} is {major}.{minor}")
+    return None
+
+
 CHECKS = {
     "cuda": _cuda,
+    "torchao": _torchao,
+    "fp8": _fp8,
     "xformers": _xformers,
     "jit_trace": _jit_trace,
     "compile": _compile,

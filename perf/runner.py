@@ -60,6 +60,7 @@ class Runner:
         self.progress = progress.Progress()  # the plugin gives it a writer
         self._hardware: dict | None = None
         self._reference: Any = None  # the reference stage's images (perf.quality), once made
+        self.reference_problem: str | None = None  # why there are none
 
     # -- building ----------------------------------------------------------------------------
 
@@ -131,7 +132,9 @@ class Runner:
         The reference stage's own timed images serve when it runs first, as it does in a ladder,
         and nothing injected can have changed them; otherwise (a subset such as ``--perf-stages=sdpa``,
         or ``--perf-inject-quality``) the reference is built once from the settings without faults,
-        generates once untimed, and is freed before the stage is built.
+        generates once untimed, and is freed before the stage is built. Where that fails (the
+        reference stage runs out of memory), stages run on without a quality verdict, and
+        :attr:`reference_problem` says why: a failing stage fails alone.
         """
         s = self.settings
         root = stages.root(s.family)
@@ -142,11 +145,17 @@ class Runner:
             return
         self.progress.phase(f"making the reference images ({root}, untimed)", "reference")
         clean = Runner(s.without_faults())
-        with optimizations.tf32(s.recipe(root).tf32):
-            pipe = clean.build(root)
-            images = timing.synchronized(lambda: clean.generate(pipe, s.steps), self.device)()
-        del pipe
-        clean.free()
+        pipe = images = None
+        try:
+            with optimizations.tf32(s.recipe(root).tf32):
+                pipe = clean.build(root)
+                images = timing.synchronized(lambda: clean.generate(pipe, s.steps), self.device)()
+        except Exception as exc:
+            self.reference_problem = (f"no quality verdicts: {describe(root, 'while making the reference images', exc)}")
+            self.progress.say(self.reference_problem)
+        finally:
+            del pipe
+            clean.free()
         self._reference = (root, images)
 
     def similarity(self, name: str, images) -> quality.Similarity | None:
@@ -159,11 +168,12 @@ class Runner:
         return quality.similarity(images, self._reference[1], self._reference[0])
 
     def quality_floor(self, name: str) -> float | None:
-        """The stage's declared PSNR floor, where it was measured: an embedded pipeline at its default
-        steps and size (:data:`perf.stages.MIN_PSNR`)."""
+        """The stage's declared PSNR floor, where it was measured: an embedded pipeline on CPU at its
+        default steps and size (:data:`perf.stages.MIN_PSNR`)."""
         s = self.settings
         spec = pipelines.SPECS.get(s.pipeline)
-        if s.model is not None or spec is None or (s.steps, s.size) != (spec.steps, spec.size):
+        if (self.device.type != "cpu" or s.model is not None or spec is None
+                or (s.steps, s.size) != (spec.steps, spec.size)):
             return None
         return stages.min_psnr(name, s.family, s.pipeline)
 

@@ -35,6 +35,7 @@ class Recipe:
     fuse_qkv: bool = False  # pipe.fuse_qkv_projections()
     trace_unet: bool = False  # torch.jit.trace of the UNet, as in the guide
     compile: dict | None = None  # kwargs of torch.compile for the UNet, or None
+    quantize: str | None = None  # torchao on the denoiser's linears: "int8" | "fp8" (dynamic activations)
     requires: tuple[str, ...] = ()  # see perf.requirements.CHECKS
 
 
@@ -45,7 +46,8 @@ UNET = ("sd", "sdxl")
 
 #: What a family's root stage does not set itself, where that root is not the registry's root.
 FAMILY_BASE: dict[str, dict[str, Any]] = {
-    "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None),
+    "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
+                quantize=None),
 }
 
 
@@ -65,6 +67,7 @@ class Stage:
     fuse_qkv: Any = INHERIT
     trace_unet: Any = INHERIT
     compile: Any = INHERIT
+    quantize: Any = INHERIT
     #: Needs of this stage alone (not inherited: a CUDA-only parent flag such as TF32 is a no-op on CPU).
     requires: tuple[str, ...] = ()
     #: Smallest median slowdown the gate treats as real for this stage, whatever the noise says.
@@ -76,7 +79,7 @@ STAGES: tuple[Stage, ...] = (
     # -- the guide's ladder: each row adds one thing to the row above -------------------------
     Stage("fp32", None, "the guide's original: float32, TF32 off, classic attention",
           dtype="float32", tf32=False, attention="classic", channels_last=False,
-          fuse_qkv=False, trace_unet=False, compile=None, families=UNET),
+          fuse_qkv=False, trace_unet=False, compile=None, quantize=None, families=UNET),
     Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",), families=UNET),
     Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16",
           families=UNET),
@@ -97,11 +100,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("cudagraphs", "sdpa", "+ torch.compile(denoiser, mode='reduce-overhead'): CUDA graphs",
           compile={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"),
           min_effect=0.03, parent_in={"dit": "bf16"}),
+    # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------
+    Stage("int8", "compile", "+ torchao dynamic int8 activations and int8 weights (diffusion-fast)",
+          quantize="int8", requires=("compile", "torchao")),
+    Stage("fp8", "compile", "+ torchao dynamic float8 activations and weights, row-wise, in bfloat16",
+          dtype="bfloat16", quantize="fp8", requires=("cuda", "fp8", "compile", "torchao")),
 )
 
 #: Quality floors: the lowest PSNR (dB, :mod:`perf.quality`) a stage's images may have against its
-#: family's reference stage, per embedded pipeline at its default steps and size; a stage without a
-#: row takes its parent's. Each floor sits about 3 dB (the error doubling) under what the stage was
+#: family's reference stage, per embedded pipeline at its default steps and size, on CPU (where they
+#: were measured: CUDA kernels and TF32 round differently); a stage without a row takes the floor of
+#: the ancestor whose numerics it keeps, and one that changes dtype or quantization has none. Each floor sits about 3 dB (the error doubling) under what the stage was
 #: measured to give; elsewhere (sd15 on a GPU, other sizes) no floor is declared until measured, and
 #: only the drop against the stage's own baseline is judged. Measured on the 2-core CPU machine with
 #: ``pytest perf --perf-pipeline=NAME`` (``reports/cpu/quality/``): float16-class stages 66.5-66.7 dB
@@ -114,6 +123,7 @@ MIN_PSNR: dict[str, dict[str, float]] = {
     "fp16": {"tiny": 63.5, "tiny-sdxl": 68.0},
     "bf16": {"tiny": 45.0, "tiny-sdxl": 48.5, "tiny-flux": 80.0},
     "compile": {"tiny-flux": 44.5},  # Inductor's fused bf16 kernels round differently: 47.8 dB
+    "int8": {"tiny": 56.5, "tiny-sdxl": 55.0, "tiny-flux": 44.5},  # 59.4, 58.0; tiny-flux 47.8 as compile
 }
 
 #: Why a stage does not apply to a family, by the families it is limited to.
@@ -149,11 +159,14 @@ def not_applicable(name: str, family: str) -> str | None:
 
 
 def min_psnr(name: str, family: str, pipeline: str) -> float | None:
-    """The stage's quality floor for an embedded pipeline (:data:`MIN_PSNR`): its own or its nearest ancestor's."""
+    """The stage's quality floor for an embedded pipeline (:data:`MIN_PSNR`): its own, or that of the
+    ancestor whose numerics it keeps. A stage that changes dtype or quantization has its own floor or none."""
     for stage in reversed(lineage(name, family)):
         floor = MIN_PSNR.get(stage.name, {}).get(pipeline)
         if floor is not None:
             return floor
+        if stage.dtype is not INHERIT or stage.quantize is not INHERIT:
+            return None
     return None
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from perf import gate, quality, stages
+from perf import gate, quality, requirements, stages
 
 on_cpu = pytest.mark.skipif(torch.cuda.is_available(), reason="sized for the tiny pipeline on CPU")
 
@@ -113,3 +113,15 @@ def test_a_quality_fault_is_never_saved(suite):
     result = suite.run("--perf-stages=fp32", "--perf-inject-quality=0.2", "--benchmark-save=x")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "never record a baseline with them" in result.stderr.str()
+
+
+@on_cpu
+@pytest.mark.skipif(requirements._torchao() is not None, reason=str(requirements._torchao()))
+def test_int8_quantizes_the_compiled_unet_and_is_judged_by_its_own_floor(suite):
+    result = suite.run("--perf-stages=int8", *TINY_DEFAULTS, "--benchmark-json=int8.json")
+    assert result.ret == 0, result.stdout.str()
+    [bench] = json.loads((suite.pytester.path / "int8.json").read_text())["benchmarks"]
+    assert bench["extra_info"]["recipe"]["quantize"] == "int8" and bench["extra_info"]["recipe"]["compile"]
+    measured = bench["extra_info"]["quality"]
+    # int8's error is its own: above its floor, below what the float16 stages keep.
+    assert stages.MIN_PSNR["int8"]["tiny"] == measured["min_psnr_db"] < measured["psnr_db"] < stages.MIN_PSNR["fp16"]["tiny"]

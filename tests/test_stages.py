@@ -47,7 +47,7 @@ def test_skip_reasons_without_cuda():
 
 
 def test_each_family_has_its_ladder_in_the_one_registry():
-    assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs"]
+    assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "int8", "fp8"]
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     assert stages.names("sd") == stages.names()  # SD 1.5: the whole guide
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
@@ -64,3 +64,36 @@ def test_a_stage_named_for_a_family_it_does_not_fit_says_why():
     assert "UNet" in stages.not_applicable("channels_last", "dit")
     assert "added conditioning" in stages.not_applicable("traced_unet", "sdxl")
     assert stages.not_applicable("compile", "dit") is None
+
+
+def test_quantized_stages_quantize_the_compiled_denoiser():
+    int8 = stages.recipe("int8")
+    assert int8.quantize == "int8" and int8.compile == {"fullgraph": True} and int8.dtype == "float16"
+    assert int8.requires == ("compile", "torchao")
+    fp8 = stages.recipe("fp8", "dit")
+    assert fp8.quantize == "fp8" and fp8.dtype == "bfloat16" and "fp8" in fp8.requires
+    assert stages.recipe("compile").quantize is None  # the stages above are unchanged
+
+
+def test_a_stage_that_changes_numerics_brings_its_own_quality_floor():
+    assert stages.min_psnr("int8", "sd", "tiny") is None  # changes quantization: no floor until measured
+    assert stages.min_psnr("fp8", "sd", "tiny") is None  # changes dtype
+    assert stages.min_psnr("compile", "sd", "tiny") == stages.MIN_PSNR["fp16"]["tiny"]  # keeps fp16's numerics
+
+
+def test_missing_torchao_is_a_skip_reason_a_user_can_act_on(monkeypatch):
+    import sys
+
+    requirements._torchao.cache_clear()
+    monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao raises ImportError
+    try:
+        assert requirements.skip_reason(stages.recipe("int8")) in (
+            "torchao is not installed (pip install 'diffusers-perf[torchao]')",
+            requirements._compile())  # no compiler: that reason comes first
+    finally:
+        requirements._torchao.cache_clear()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the skip reasons of a machine without CUDA")
+def test_fp8_needs_a_gpu_that_has_float8():
+    assert "needs CUDA" in requirements.skip_reason(stages.recipe("fp8"))

@@ -23,7 +23,6 @@ float32) then neither fails a floor nor "drops" from exact equality to float32 r
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
@@ -43,11 +42,6 @@ class Similarity:
     @property
     def identical(self) -> bool:
         return self.psnr_db >= IDENTICAL_DB
-
-    def describe(self) -> str:
-        if self.identical:
-            return f"identical to {self.reference}"
-        return f"PSNR {self.psnr_db:.1f} dB, SSIM {self.ssim:.5f} against {self.reference}"
 
     def to_json(self) -> dict:
         return {"reference": self.reference, "psnr_db": round(self.psnr_db, 3), "ssim": round(self.ssim, 6)}
@@ -76,7 +70,7 @@ def similarity(images, reference_images, reference: str) -> Similarity:
     # SSIM's 11-pixel Gaussian window needs images at least that large; tiny pipelines make 32 px.
     kernel = min(11, (min(preds.shape[-2:]) // 2) * 2 - 1)
     ssim = float(structural_similarity_index_measure(preds, target, data_range=1.0, kernel_size=kernel))
-    return Similarity(reference, min(psnr, IDENTICAL_DB) if math.isfinite(psnr) else IDENTICAL_DB, ssim)
+    return Similarity(reference, min(psnr, IDENTICAL_DB), ssim)
 
 
 def stored(extra_info: dict | None) -> Similarity | None:

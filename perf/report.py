@@ -43,7 +43,7 @@ def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
             _num(extra.get("gpu_busy") and 100 * extra["gpu_busy"], "{:.0f}%"),
             _num(extra.get("peak_memory_gib"), "{:.2f}"),
             _num(extra.get("fraction_of_peak") and 100 * extra["fraction_of_peak"], "{:.1f}%"),
-            _psnr(extra.get("quality")),
+            _psnr(extra),
             str(extra.get("rounds", "")),
             _num(extra.get("cost_seconds") and sum(extra["cost_seconds"].values()), "{:.0f}"),
             _num(verdict.baseline_median, "{:.3f}"),
@@ -55,12 +55,13 @@ def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
     return table
 
 
-def _psnr(data: dict | None) -> str:
-    """PSNR against the reference stage: "=" where identical, the floor after a slash where declared."""
-    if not data:
+def _psnr(extra: dict) -> str:
+    """PSNR against the reference stage: "=" where identical, the floor in brackets where declared."""
+    similar = quality.stored(extra)
+    if similar is None:
         return ""
-    value = "=" if data["psnr_db"] >= quality.IDENTICAL_DB else f"{data['psnr_db']:.1f}"
-    return value + (f" (>{data['min_psnr_db']:g})" if data.get("min_psnr_db") is not None else "")
+    floor = extra["quality"].get("min_psnr_db")
+    return ("=" if similar.identical else f"{similar.psnr_db:.1f}") + (f" (>{floor:g})" if floor is not None else "")
 
 
 def _num(value, fmt: str) -> str:

@@ -73,8 +73,8 @@ def _torchao() -> str | None:
 
 
 def _fp8() -> str | None:
-    if not torch.cuda.is_available():
-        return "needs CUDA: torch.cuda.is_available() is False on this machine"
+    if _cuda():
+        return _cuda()
     major, minor = torch.cuda.get_device_capability()
     if (major, minor) < (8, 9):
         return (f"float8 matmuls need compute capability 8.9 or newer (Ada, Hopper); "

@@ -195,8 +195,8 @@ class Runner:
         rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         try:
             image_stats = guards.check_images(measured.result, name)
-            similar = self.similarity(name, measured.result)
-            guards.check_quality(name, similar, self.quality_floor(name))
+            similar, floor = self.similarity(name, measured.result), self.quality_floor(name)
+            guards.check_quality(name, similar, floor)
         except guards.GuardError:
             benchmark.has_error = True  # a broken stage must never become a baseline
             raise
@@ -204,7 +204,7 @@ class Runner:
             return StageResult(stage=name, outcome="passed", extra={"stage": name, "device": str(self.device)})
         extra = self._extra_info(name, recipe, rounds, measured, image_stats)
         if similar is not None:
-            extra["quality"] = dict(similar.to_json(), min_psnr_db=self.quality_floor(name))
+            extra["quality"] = dict(similar.to_json(), min_psnr_db=floor)
         benchmark.extra_info.update(extra)
         return StageResult(stage=name, outcome="passed", rounds=rounds, extra=extra)
 

@@ -33,9 +33,9 @@ MIN_ROUNDS_FOR_RANK_TEST = 6
 
 #: Intra-op threads of a CPU run, as ``torch.utils.benchmark.Timer`` defaults to. With one thread
 #: per core every operator waits for its slowest thread, so one other busy process on the 2-core
-#: CI machine made ``tiny`` rounds 2.3-8x slower (a failed CI run: fp32 +50 % between two unchanged
-#: runs seconds apart); with one thread the same competitor changed nothing, and unchanged quiet
-#: runs spread 53-59 ms against 2 threads' 41-51 ms (``reports/cpu/threads/``).
+#: CI machine made ``tiny`` rounds 1.5-2.6x slower (a failed CI run: fp32 +50 % between two
+#: unchanged runs seconds apart); with one thread the same competitor changed nothing
+#: (``reports/cpu/threads/``).
 CPU_THREADS = 1
 
 

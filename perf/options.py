@@ -46,9 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="most timed rounds per stage (default: 20)")
     group.addoption("--perf-max-time", metavar="SECONDS", type=float, default=15.0,
                     help="time budget of one stage's timed rounds; rounds stop growing past it (default: 15)")
-    group.addoption("--perf-gpu-rounds", metavar="N", type=int, default=5,
+    group.addoption("--perf-gpu-rounds", metavar="N", type=int, default=timing.GPU_ROUNDS,
                     help="profiled rounds per stage that measure GPU busy time, which the gate compares "
-                         "beside wall time (CUDA only; default: 5, the fewest a rank test can use; 0: off)")
+                         f"beside wall time (CUDA only; default: {timing.GPU_ROUNDS}, the fewest its rank test "
+                         "can use; 0: off)")
     group.addoption("--perf-host-drift", metavar="FACTOR", type=float, default=None,
                     help="how much the host's share of a GPU stage's latency may grow between unchanged runs "
                          "before wall time fails it (default, measured on a shared H100 host: 2.0 for eager "
@@ -151,11 +152,12 @@ def settings_from(config: pytest.Config) -> Settings:
         raise pytest.UsageError(
             f"--perf-max-rounds ({get('perf_max_rounds')}) is below --perf-min-rounds ({get('perf_min_rounds')})"
         )
-    for option, rounds in (("--perf-min-rounds", get("perf_min_rounds")), ("--perf-gpu-rounds", get("perf_gpu_rounds"))):
-        if rounds and not gate.comparable(rounds, rounds):
+    for option, rounds, alpha in (("--perf-min-rounds", get("perf_min_rounds"), gate.ALPHA),
+                                  ("--perf-gpu-rounds", get("perf_gpu_rounds"), gate.GPU_TIME_ALPHA)):
+        if rounds and not gate.comparable(rounds, rounds, alpha):
             raise pytest.UsageError(
-                f"{option}={rounds}: with {rounds} rounds a side the rank test cannot reach p < {gate.ALPHA}, so no "
-                f"regression could ever fail; use at least {gate.fewest_rounds()}"
+                f"{option}={rounds}: with {rounds} rounds a side the rank test cannot reach p <= {alpha}, so no "
+                f"regression could ever fail; use at least {gate.fewest_rounds(alpha=alpha)}"
                 + (" (or 0 to turn GPU time off)" if option == "--perf-gpu-rounds" else "")
             )
     for option in ("--perf-inject-slowdown", "--perf-inject-host-work"):

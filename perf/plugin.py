@@ -232,13 +232,14 @@ def _check_rounds(settings: options.Settings, plan: baselines.Plan) -> None:
             need = gate.fewest_rounds(saved)
             raise pytest.UsageError(
                 f"--perf-min-rounds={budget.min_rounds}: against the {saved} rounds of {name} in "
-                f"{stage_plan.baseline.path.name} the rank test cannot reach p < {gate.ALPHA}; use at least {need}")
+                f"{stage_plan.baseline.path.name} the rank test cannot reach p <= {gate.ALPHA}; use at least {need}")
         gpu_saved = len(baselines.gpu_samples(stage_plan.entry))
-        if budget.gpu_rounds and gpu_saved and not gate.comparable(budget.gpu_rounds, gpu_saved):
-            need = gate.fewest_rounds(gpu_saved)
+        if budget.gpu_rounds and gpu_saved and not gate.comparable(budget.gpu_rounds, gpu_saved, gate.GPU_TIME_ALPHA):
+            need = gate.fewest_rounds(gpu_saved, gate.GPU_TIME_ALPHA)
             raise pytest.UsageError(
                 f"--perf-gpu-rounds={budget.gpu_rounds}: against the {gpu_saved} profiled rounds of {name} in "
-                f"{stage_plan.baseline.path.name} the rank test cannot reach p < {gate.ALPHA}; use at least {need}")
+                f"{stage_plan.baseline.path.name} the rank test cannot reach p <= {gate.GPU_TIME_ALPHA}; "
+                f"use at least {need}")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

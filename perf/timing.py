@@ -31,6 +31,12 @@ from . import counters, gpu_time
 
 MIN_ROUNDS_FOR_RANK_TEST = 6
 
+#: Profiled rounds per stage for GPU busy time: the fewest with which its rank test can fail a stage
+#: (:data:`perf.gate.GPU_TIME_ALPHA`). Each costs about two generations of host-bound stages under the
+#: profiler: at five they were the largest share of a fresh H100 ladder (3 min of 8 min 21 s,
+#: ``reports/h100/cost/ladder-0007.log``).
+GPU_ROUNDS = 3
+
 #: Intra-op threads of a CPU run, as ``torch.utils.benchmark.Timer`` defaults to. With one thread
 #: per core every operator waits for its slowest thread, so one other busy process on the 2-core
 #: CI machine made ``tiny`` rounds 1.5-2.6x slower (a failed CI run: fp32 +50 % between two
@@ -51,7 +57,7 @@ class Budget:
     min_rounds: int
     max_rounds: int
     max_time: float  # seconds of timed rounds per stage
-    gpu_rounds: int = 5  # profiled rounds for GPU busy time (CUDA only); 5 a side lets p reach 1/252
+    gpu_rounds: int = GPU_ROUNDS  # profiled rounds for GPU busy time (CUDA only; perf.gate.GPU_TIME_ALPHA)
     count_host_work: bool = True  # one more round under the counters (perf.counters)
 
 

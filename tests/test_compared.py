@@ -139,8 +139,8 @@ def test_benchmark_compare_fail_speaks_through_the_one_verdict(suite):
 
 @pytest.mark.parametrize("args, expected", [
     (["--perf-stages=,"], "--perf-stages: ',' names no stage"),
-    (["--perf-min-rounds=4"], "--perf-min-rounds=4: with 4 rounds a side the rank test cannot reach p < 0.01"),
-    (["--perf-gpu-rounds=3"], "--perf-gpu-rounds=3: with 3 rounds a side"),
+    (["--perf-min-rounds=4"], "--perf-min-rounds=4: with 4 rounds a side the rank test cannot reach p <= 0.01"),
+    (["--perf-gpu-rounds=2"], "--perf-gpu-rounds=2: with 2 rounds a side the rank test cannot reach p <= 0.05"),
     (["--benchmark-compare", "--perf-inject-slowdown=nan"], "--perf-inject-slowdown: must be a finite number"),
     (["--benchmark-compare", "--perf-inject-slowdown=inf"], "--perf-inject-slowdown: must be a finite number"),
     (["--benchmark-compare", "--benchmark-disable"], "--benchmark-disable times nothing"),
@@ -161,7 +161,7 @@ def test_rounds_that_cannot_reach_significance_against_the_baseline_are_refused(
     saved.write_text(json.dumps(data))
     result = suite.run("--perf-stages=fp32", "--benchmark-compare")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "against the 2 rounds of fp32 in 0001_base.json the rank test cannot reach p < 0.01; use at least 13" \
+    assert "against the 2 rounds of fp32 in 0001_base.json the rank test cannot reach p <= 0.01; use at least 13" \
         in result.stderr.str()
 
 

@@ -102,7 +102,7 @@ def test_a_baseline_stage_that_now_skips_is_not_compared():
 @pytest.mark.parametrize("current, saved", [(4, 4), (6, 2), (2, 6), (1, 1)])
 def test_too_few_rounds_to_reach_significance_are_not_compared(current, saved):
     verdict = judge("fp32", result("fp32", rounds(1.55, 0.01, current, 1)), bench(rounds(1, 0.01, saved, 2)))
-    assert verdict.status == "not compared" and verdict.failing and "cannot reach p < 0.01" in verdict.detail
+    assert verdict.status == "not compared" and verdict.failing and "cannot reach p <= 0.01" in verdict.detail
 
 
 def test_a_step_change_in_the_history_is_not_noise():
@@ -141,6 +141,26 @@ def test_gpu_time_catches_five_percent_that_wall_time_cannot():
     assert failed.status == "REGRESSION" and failed.detail.startswith("GPU time +5.0% > threshold 3.0%")
     assert not failed.latency.regressed  # the wall time alone would have let it through
     assert passed.status == "ok" and "GPU time +0.4% within 3.0%" in passed.detail
+
+
+@pytest.mark.parametrize("saved", [3, 5])
+def test_three_profiled_rounds_judge_gpu_time_both_ways(saved):
+    """The default of three: every round +5 % fails; rounds that interleave, or +2 %, pass; two cannot judge."""
+    gpu = [0.343 * (1 + k * 1e-3) for k in range(saved)]
+    wall = rounds(0.48, 0.02, 8, 7)
+    entry = bench(wall, gpu_seconds=gpu)
+
+    def verdict(factor, rounds_now=3, spread=0.0):
+        now = [0.343 * factor * (1 + (k - 1) * spread) for k in range(rounds_now)]
+        return judge("cudagraphs", result("cudagraphs", wall, device="cuda", gpu_seconds=now), entry)
+
+    assert verdict(1.05).status == "REGRESSION" and verdict(1.05).gpu.p_slower <= gate.GPU_TIME_ALPHA
+    assert verdict(1.02).status == "ok"
+    mixed = verdict(1.035, spread=0.04)  # one round below the baseline's: the rounds do not separate
+    assert mixed.status == "ok" and mixed.gpu.p_slower > gate.GPU_TIME_ALPHA
+    too_few = verdict(1.05, rounds_now=2) if saved == 3 else None
+    if too_few is not None:
+        assert too_few.status == "not compared" and "cannot reach p <= 0.05" in too_few.detail
 
 
 def test_gpu_time_threshold_grows_with_its_run_to_run_spread():

@@ -67,6 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "another recipe, a stage that now skips, ...) pass; the final line still counts them")
     group.addoption("--perf-no-flops", action="store_true",
                     help="skip counting FLOPs and measuring the device's peak (saves a few seconds)")
+    group.addoption("--perf-no-compile-cache", action="store_true",
+                    help="compile every torch.compile stage from scratch: neither load the compiled kernels stored "
+                         "beside the baselines (CUDA) nor add to them")
     group.addoption("--perf-no-counters", action="store_true",
                     help="skip the round that counts host work (kernels, syncs, copies, aten ops, Python calls), "
                          "which the gate compares exactly")
@@ -222,6 +225,7 @@ def settings_from(config: pytest.Config) -> Settings:
         allow_uncompared=get("perf_allow_uncompared"),
         threads=get("perf_threads") or (None if torch.cuda.is_available() else timing.CPU_THREADS),
         threads_given=get("perf_threads") is not None,
+        compile_cache=not get("perf_no_compile_cache"),
     )
 
 

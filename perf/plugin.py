@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from . import ab, baselines, charts, gate, options, preflight, progress, report, stages, storage, worker
+from . import (ab, baselines, charts, compile_cache, counters, gate, options, preflight, progress, report, stages,
+               storage, worker)
 from .runner import Runner, StageResult
 
 PERF_DIR = Path(__file__).resolve().parent
@@ -54,6 +55,7 @@ class PerfSession:
     ab_verdicts: dict[str, gate.Verdict] = dataclasses.field(default_factory=dict)
     hardware: dict = dataclasses.field(default_factory=dict)  # this machine's, as the run started
     session_seconds: float | None = None  # the whole process's wall time, taken as the run ends
+    cache_before: dict | None = None  # torch's compile-cache counters as the run began (CUDA, cache on)
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
         """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
@@ -148,6 +150,36 @@ def pytest_configure(config: pytest.Config) -> None:
     config._perf = PerfSession(settings=settings, runner=Runner(settings, plan.stages if plan else None),
                                storage=root, key=key, policy=policy, plan=plan, context=context, ab=session_ab,
                                hardware=hardware)
+    _load_compile_cache(config._perf)
+
+
+def _load_compile_cache(perf: PerfSession) -> None:
+    """Before anything compiles: the kernels earlier runs on this hardware stored (perf.compile_cache)."""
+    if not perf.settings.compile_cache or perf.runner.device.type != "cuda":
+        return
+    perf.cache_before = counters.cache_state()
+    loaded = compile_cache.files(perf.storage / perf.key)
+    perf.context.extend(compile_cache.load(perf.storage / perf.key))
+    if loaded:
+        perf.context.append(f"compile cache: {len(loaded)} file{'s' * (len(loaded) > 1)} loaded from "
+                            f"{shown(compile_cache.folder(perf.storage / perf.key))}")
+
+
+def _save_compile_cache(perf: PerfSession) -> None:
+    """A run that had to compile afresh adds what it compiled to the stored cache, unless a stage
+    failed or a fault was injected (their graphs are not the ones later runs compile)."""
+    if perf.cache_before is None or perf.settings.injecting or compile_cache.misses_since(perf.cache_before) <= 0:
+        return
+    if any(v.status == "failed" for v in perf.verdicts.values()):
+        return
+    try:
+        path = compile_cache.save(perf.storage / perf.key)
+    except Exception as exc:  # the cache only saves time: never fail a run over it
+        perf.context.append(f"compile cache not written ({type(exc).__name__}: {exc})")
+        return
+    if path is not None:
+        perf.context.append(f"compile cache written: {shown(path)} "
+                            f"({path.stat().st_size / 2**20:.1f} MiB)")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -313,6 +345,7 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
 @pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
 def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     perf: PerfSession = session.config._perf
+    _save_compile_cache(perf)
     costs = [result.extra["cost_seconds"] for result in perf.runner.results.values() if "cost_seconds" in result.extra]
     if costs and perf.session_seconds is not None:
         perf.context.append(progress.summarize(perf.session_seconds, costs))

@@ -36,6 +36,7 @@ class Settings:
     family: str = "sd"  # the pipeline's model family (perf.stages.FAMILIES): which ladder applies
     threads: int | None = None  # torch intra-op threads of the timed process; None: torch's default
     threads_given: bool = False  # --perf-threads was typed: A/B workers use it too
+    compile_cache: bool = True  # load and add to the stored compile cache (perf.compile_cache; CUDA)
 
     def recipe(self, stage: str):
         """The stage's recipe for this run's pipeline family."""

@@ -1,0 +1,82 @@
+"""Compiled kernels kept beside the baselines, so that a fresh machine does not compile again.
+
+After the profiled rounds, ``torch.compile`` is the largest cost of a fresh GPU ladder: on the H100
+the sd15 ``compile`` and ``cudagraphs`` stages spent most of their 88 and 64 s compiling
+(``reports/h100/cost/``), and every new pipeline brings a larger graph. PyTorch's portable
+caches ("Mega-Cache": :func:`torch.compiler.save_cache_artifacts` and
+:func:`torch.compiler.load_cache_artifacts`) hold what Inductor generated, the Triton binaries,
+AOTAutograd's graphs and autotuning results, each keyed by torch version, device and graph. Loaded
+before anything compiles, a graph that did not change skips Inductor; a graph that did (a new
+Diffusers, another recipe) misses and compiles as it always did. What is timed never depends on
+the cache: the compiled code is the same, only the warm-up is shorter. Each stage records its
+cache hits and misses in ``extra_info["compile_cache"]``.
+
+Files live in ``<storage>/<hardware key>/compile-cache/`` and are named for the torch version that
+wrote them (another torch never reads them). A run adds one only when it had to compile something
+the cache did not hold, no stage failed and no fault was injected; nothing stored is ever replaced.
+Delete the folder to start afresh. CUDA only: on CPU the compile stage of ``tiny`` takes seconds.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from pathlib import Path
+
+import torch
+
+from . import counters
+
+FOLDER = "compile-cache"
+
+
+def folder(hardware_folder: Path) -> Path:
+    return hardware_folder / FOLDER
+
+
+def _prefix() -> str:
+    return "torch-" + re.sub(r"[^A-Za-z0-9.]+", "_", torch.__version__)
+
+
+def files(hardware_folder: Path) -> list[Path]:
+    """This torch version's cache files, oldest name first."""
+    where = folder(hardware_folder)
+    try:
+        return sorted(p for p in where.iterdir() if p.name.startswith(_prefix() + "-") and p.name.endswith(".bin.gz"))
+    except OSError:
+        return []
+
+
+def load(hardware_folder: Path) -> list[str]:
+    """Load every cache file of this torch version; one line per file that could not be read."""
+    problems = []
+    for path in files(hardware_folder):
+        try:
+            torch.compiler.load_cache_artifacts(gzip.decompress(path.read_bytes()))
+        except Exception as exc:  # a damaged or foreign file costs a compile, never the run
+            problems.append(f"compile cache {path.name} not loaded ({type(exc).__name__}: {exc}); "
+                            "stages compile as on a fresh machine")
+    return problems
+
+
+def misses_since(before: dict[str, int]) -> int:
+    """How many graphs Inductor had to compile since ``before`` (:func:`perf.counters.cache_state`)."""
+    return counters.cache_delta(before).get("fxgraph_cache_miss", 0)
+
+
+def save(hardware_folder: Path) -> Path | None:
+    """Write what this process compiled as a new file; None when there is nothing new to write."""
+    saved = torch.compiler.save_cache_artifacts()
+    if not saved:
+        return None
+    data = saved[0]
+    name = f"{_prefix()}-{hashlib.sha256(data).hexdigest()[:12]}.bin.gz"
+    path = folder(hardware_folder) / name
+    if path.exists():
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name("." + name + ".partial")
+    partial.write_bytes(gzip.compress(data, compresslevel=6))
+    partial.replace(path)
+    return path

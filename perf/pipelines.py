@@ -146,7 +146,9 @@ SPECS: dict[str, PipelineSpec] = {
             hidden_size=1280, intermediate_size=5120, num_attention_heads=20, num_hidden_layers=32,
             vocab_size=49408, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280,
         ),
-        steps=30,  # what SDXL users run most; the pipeline's default guidance (5.0)
+        # SDXL users run 25-30 steps; 20 so that the full ladder (fp32 alone is 13 s an image at 30 steps on
+        # an H100) fits one 10-minute device command. The pipeline's default guidance (5.0).
+        steps=20,
         size=1024,
         needs_cuda="about 14 GB of float32 weights and minutes per image on CPU; tiny-sdxl runs the same "
                    "classes there",

@@ -92,6 +92,43 @@ CHECKS = {
 }
 
 
+#: Peak GPU memory (GiB) of each stage of the embedded pipelines at their default size and batch:
+#: ``torch.cuda.max_memory_allocated`` over the timed generations, as the suite recorded it on an H100
+#: (``baselines/NVIDIA_H100_80GB_HBM3-x1/``: sd15 0009, flux 0010, sdxl 0012; ``tests/test_stages.py``
+#: holds this table to those files). Building needs less: SDXL's float32 weights peaked at 13.1 GiB
+#: (``reports/h100/sdxl/probe-sdxl.log``), and Flux is built in bfloat16.
+PEAK_GIB: dict[str, dict[str, float]] = {
+    "sd15": {"fp32": 6.13, "tf32": 6.13, "fp16": 3.12, "channels_last": 3.12, "traced_unet": 3.10, "sdpa": 2.66,
+             "bf16": 2.66, "fused_qkv": 2.77, "compile": 2.66, "cudagraphs": 2.66},
+    "sdxl": {"fp32": 16.10, "tf32": 17.87, "fp16": 11.54, "channels_last": 11.54, "sdpa": 11.54, "bf16": 9.00,
+             "fused_qkv": 12.78, "compile": 11.54, "cudagraphs": 11.54},
+    "flux": {"bf16": 33.85, "fused_qkv": 37.86, "compile": 33.85, "cudagraphs": 33.85},
+}
+#: What a stage needs beyond its measured peak: the caching allocator holds more than it hands out,
+#: and the CUDA context takes about half a GiB before the first tensor.
+ALLOCATOR_RESERVE, CONTEXT_GIB = 1.10, 0.5
+
+
+def card_gib() -> float | None:
+    """The GPU's memory in GiB, or None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory / 2**30
+
+
+def memory_skip(pipeline: str, stage: str, gib: float | None) -> str | None:
+    """Why the stage does not fit a GPU of ``gib`` GiB, from its measured peak; None if it fits or
+    nothing was measured (then running out of memory fails the stage alone)."""
+    peak = PEAK_GIB.get(pipeline, {}).get(stage)
+    if peak is None or gib is None:
+        return None
+    need = peak * ALLOCATOR_RESERVE + CONTEXT_GIB
+    if gib >= need:
+        return None
+    return (f"needs about {need:.0f} GiB of GPU memory ({pipeline}'s {stage} peaked at {peak:.1f} GiB on an H100), "
+            f"and this GPU has {gib:.0f} GiB")
+
+
 def skip_reason(recipe) -> str | None:
     """Why a recipe cannot run here (its stage's own needs: a CUDA-only parent flag such as TF32
     is a no-op on CPU, so needs are not inherited).

@@ -48,7 +48,17 @@ class Settings:
         """Why the stage cannot run in this run: not for this pipeline's family, or not on this machine."""
         from . import requirements, stages
 
-        return stages.not_applicable(stage, self.family) or requirements.skip_reason(self.recipe(stage))
+        return (stages.not_applicable(stage, self.family) or requirements.skip_reason(self.recipe(stage))
+                or self._memory_skip(stage))
+
+    def _memory_skip(self, stage: str) -> str | None:
+        """A stage of an embedded pipeline, at its default size and batch, on a GPU too small for it."""
+        from . import pipelines, requirements
+
+        spec = pipelines.SPECS.get(self.pipeline) if self.model is None else None
+        if spec is None or (self.size, self.batch) != (spec.size, spec.batch):
+            return None
+        return requirements.memory_skip(self.pipeline, stage, requirements.card_gib())
 
     @property
     def injecting(self) -> bool:

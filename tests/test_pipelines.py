@@ -136,3 +136,22 @@ def test_tiny_variants_use_the_same_classes(name):
         assert pipe.tokenizer_2("a photo", padding="max_length", max_length=16).input_ids[-1] == 0  # T5 pads
     else:
         assert type(pipe.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+
+
+@pytest.mark.parametrize("force_upcast", [True, False])
+def test_a_lost_sdxl_vae_upcast_is_caught_by_the_guard(force_upcast):
+    """SDXL's VAE overflows float16 (``force_upcast`` in its config makes the pipeline decode in
+    float32). Forced here: decoder activations scaled past float16's 65504. With the upcast the
+    image is fine; with it lost the decode overflows to inf/NaN, and the guard fails the stage."""
+    pipe = pipelines.build("tiny-sdxl", "cpu")
+    pipe = optimizations.apply(pipe, stages.recipe("fp16", "sdxl"), torch.device("cpu"), batch=1, size=32)
+    with torch.no_grad():
+        pipe.vae.decoder.conv_in.weight.mul_(1e5)
+    pipe.vae.register_to_config(force_upcast=force_upcast)
+    images = pipe(pipelines.PROMPT, num_inference_steps=2, height=32, width=32, output_type="np",
+                  generator=torch.Generator().manual_seed(0)).images
+    if force_upcast:
+        guards.check_images(images, "fp16")
+    else:
+        with pytest.raises(guards.GuardError, match=r"stage 'fp16': image 0 .*NaN"):
+            guards.check_images(images, "fp16")

@@ -1,6 +1,12 @@
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 
-from perf import requirements, stages
+from perf import pipelines, requirements, stages
+from perf.settings import Settings
+from perf.timing import Budget
 
 
 def test_ladder_follows_the_guide():
@@ -98,3 +104,44 @@ def test_missing_torchao_is_a_skip_reason_a_user_can_act_on(monkeypatch):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the skip reasons of a machine without CUDA")
 def test_fp8_needs_a_gpu_that_has_float8():
     assert "needs CUDA" in requirements.skip_reason(stages.recipe("fp8"))
+
+
+# -- memory: a stage that does not fit the GPU skips with its reason ------------------------------
+
+H100 = Path(__file__).resolve().parents[1] / "baselines" / "NVIDIA_H100_80GB_HBM3-x1"
+
+
+@pytest.mark.parametrize("pipeline, stored", [("sd15", "0009_h100.json"), ("sdxl", "0012_h100.json"),
+                                              ("flux", "0010_h100.json")])
+def test_measured_peaks_are_those_the_suite_stored(pipeline, stored):
+    run = json.loads((H100 / stored).read_text())
+    spec = pipelines.SPECS[pipeline]
+    peaks = {}
+    for bench in run["benchmarks"]:
+        extra = bench["extra_info"]
+        assert (extra["pipeline"], extra["size"], extra["batch"]) == (pipeline, spec.size, spec.batch)
+        peaks[bench["param"]] = round(extra["peak_memory_bytes"] / 2**30, 2)
+    assert requirements.PEAK_GIB[pipeline] == peaks
+
+
+def test_a_stage_that_does_not_fit_skips_with_its_reason_and_one_that_fits_runs():
+    reason = requirements.memory_skip("sdxl", "tf32", 16.0)  # a 16 GB card: float32 SDXL peaks at 17.9 GiB
+    assert reason == ("needs about 20 GiB of GPU memory (sdxl's tf32 peaked at 17.9 GiB on an H100), "
+                      "and this GPU has 16 GiB")
+    assert requirements.memory_skip("sdxl", "fp16", 16.0) is None
+    assert requirements.memory_skip("flux", "bf16", 24.0).startswith("needs about 38 GiB")
+    assert requirements.memory_skip("flux", "bf16", 79.2) is None
+    assert requirements.memory_skip("flux", "int8", 24.0) is None  # not measured: running out of memory fails it
+    assert requirements.memory_skip("sdxl", "tf32", None) is None  # no CUDA
+
+
+def test_the_run_skips_by_memory_only_at_the_measured_size(monkeypatch):
+    monkeypatch.setattr(requirements, "card_gib", lambda: 16.0)
+    settings = Settings(pipeline="sdxl", family="sdxl", model=None, stages=["tf32"], steps=20, size=1024, batch=1,
+                        budget=Budget(None, 6, 20, 15.0), report=None, count_flops=False, inject_nan=False,
+                        inject_slowdown=0.0)
+    monkeypatch.setattr(requirements, "skip_reason", lambda recipe: None)  # as if on CUDA
+    assert "needs about 20 GiB" in settings.skip_reason("tf32")
+    assert settings.skip_reason("fp16") is None
+    smaller = dataclasses.replace(settings, size=512)
+    assert smaller.skip_reason("tf32") is None  # another size: no measured peak applies

@@ -48,10 +48,10 @@ def files(hardware_folder: Path) -> list[Path]:
         return []
 
 
-def load(hardware_folder: Path) -> list[str]:
-    """Load every cache file of this torch version; one line per file that could not be read."""
+def load(paths: list[Path]) -> list[str]:
+    """Load cache files (:func:`files`); one line per file that could not be read."""
     problems = []
-    for path in files(hardware_folder):
+    for path in paths:
         try:
             torch.compiler.load_cache_artifacts(gzip.decompress(path.read_bytes()))
         except Exception as exc:  # a damaged or foreign file costs a compile, never the run

@@ -57,6 +57,7 @@ from . import counters, quality, stages
 from .baselines import StagePlan, gpu_samples
 from .stats import (bootstrap_median_ci, bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv,
                     run_to_run_sd, signed_rank_p, smallest_p)
+from .timing import GPU_ROUNDS
 
 ALPHA = 0.01
 MEMORY_THRESHOLD = 0.05
@@ -249,7 +250,7 @@ class Policy:
     compare: bool = False
     allow_uncompared: bool = False
     host_drift: float | None = None
-    gpu_rounds: int = 3  # 0: the user turned GPU time off
+    gpu_rounds: int = GPU_ROUNDS  # 0: the user turned GPU time off
     compare_fail: tuple = ()  # pytest-benchmark RegressionCheck objects (--benchmark-compare-fail)
 
 

@@ -158,10 +158,12 @@ def _load_compile_cache(perf: PerfSession) -> None:
     if not perf.settings.compile_cache or perf.runner.device.type != "cuda":
         return
     perf.cache_before = counters.cache_state()
-    loaded = compile_cache.files(perf.storage / perf.key)
-    perf.context.extend(compile_cache.load(perf.storage / perf.key))
+    paths = compile_cache.files(perf.storage / perf.key)
+    problems = compile_cache.load(paths)
+    perf.context.extend(problems)
+    loaded = len(paths) - len(problems)
     if loaded:
-        perf.context.append(f"compile cache: {len(loaded)} file{'s' * (len(loaded) > 1)} loaded from "
+        perf.context.append(f"compile cache: {loaded} file{'s' * (loaded > 1)} loaded from "
                             f"{shown(compile_cache.folder(perf.storage / perf.key))}")
 
 

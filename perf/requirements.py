@@ -73,8 +73,9 @@ def _torchao() -> str | None:
 
 
 def _fp8() -> str | None:
-    if _cuda():
-        return _cuda()
+    no_cuda = _cuda()
+    if no_cuda:
+        return no_cuda
     major, minor = torch.cuda.get_device_capability()
     if (major, minor) < (8, 9):
         return (f"float8 matmuls need compute capability 8.9 or newer (Ada, Hopper); "

@@ -16,7 +16,7 @@ def test_a_cache_file_round_trips_and_is_never_written_twice(tmp_path, monkeypat
     assert path.parent == tmp_path / "compile-cache" and path.name.startswith(f"torch-{torch.__version__.split('+')[0]}")
     assert gzip.decompress(path.read_bytes()) == b"kernels"
     assert compile_cache.save(tmp_path) is None  # the same kernels: no second file, nothing replaced
-    assert compile_cache.load(tmp_path) == [] and loaded == [b"kernels"]
+    assert compile_cache.load(compile_cache.files(tmp_path)) == [] and loaded == [b"kernels"]
 
 
 def test_other_torch_versions_are_ignored_and_a_damaged_file_is_one_line(tmp_path, monkeypatch):
@@ -26,7 +26,7 @@ def test_other_torch_versions_are_ignored_and_a_damaged_file_is_one_line(tmp_pat
     folder.mkdir(parents=True)
     (folder / "torch-0.0.1-0123456789ab.bin.gz").write_bytes(gzip.compress(b"another torch"))
     (folder / f"{compile_cache._prefix()}-damaged.bin.gz").write_bytes(b"not gzip")
-    problems = compile_cache.load(tmp_path)
+    problems = compile_cache.load(compile_cache.files(tmp_path))
     assert loaded == [] and len(problems) == 1
     assert "damaged.bin.gz not loaded" in problems[0] and "compile as on a fresh machine" in problems[0]
 
@@ -43,4 +43,4 @@ def test_real_artifacts_of_a_compiled_function_round_trip(tmp_path):
     path = compile_cache.save(tmp_path)
     assert path is not None and path.stat().st_size > 0
     torch._dynamo.reset()
-    assert compile_cache.load(tmp_path) == []
+    assert compile_cache.load(compile_cache.files(tmp_path)) == []

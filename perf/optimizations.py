@@ -75,17 +75,25 @@ def _quantizable(module: torch.nn.Module, name: str) -> bool:
 
 def quantize(denoiser: torch.nn.Module, kind: str) -> None:
     """torchao's dynamic quantization of the denoiser's token-wise linears, before it is compiled
-    (diffusion-fast's order): ``int8`` activations and weights, or ``fp8`` row-wise (bfloat16 only)."""
+    (diffusion-fast's order): ``int8`` activations and weights, or ``fp8`` row-wise (bfloat16 only).
+
+    ``set_inductor_config=False``: by default torchao turns on Inductor's coordinate-descent tuning
+    for the whole process. That makes the first generation compile and benchmark several Triton
+    configurations of every kernel, one after another: sd15's fp8 UNet was still compiling after
+    220-526 s on an H100 and H200 (``reports/h100/quantized/``). It would also leak into every stage
+    compiled after this one. A quantized stage compiles with the ``compile`` stage's Inductor
+    settings, so the two differ by quantization alone.
+    """
     from torchao.quantization import quantize_
 
     if kind == "int8":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
-        config = Int8DynamicActivationInt8WeightConfig()
+        config = Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
     elif kind == "fp8":
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
 
-        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
     else:
         raise ValueError(f"unknown quantization {kind!r}: int8 or fp8")
     quantize_(denoiser, config, filter_fn=_quantizable)

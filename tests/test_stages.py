@@ -145,3 +145,23 @@ def test_the_run_skips_by_memory_only_at_the_measured_size(monkeypatch):
     assert settings.skip_reason("fp16") is None
     smaller = dataclasses.replace(settings, size=512)
     assert smaller.skip_reason("tf32") is None  # another size: no measured peak applies
+
+
+@pytest.mark.parametrize("kind", ["int8", "fp8"])
+def test_quantizing_leaves_inductor_settings_as_the_compile_stage_has_them(kind):
+    """torchao's default turns on coordinate-descent tuning for the whole process: minutes of first
+    compile on an H100, and every later compile stage tuned differently from its baseline."""
+    reason = requirements.skip_reason(stages.recipe(kind))
+    if reason:
+        pytest.skip(reason)
+    import torch
+    import torch._inductor.config as inductor
+
+    from perf import optimizations
+
+    before = inductor.save_config_portable()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 32))
+    optimizations.quantize(model.to(device, torch.bfloat16), kind)
+    assert type(model[0].weight) is not torch.nn.Parameter  # quantized: a torchao tensor subclass
+    assert inductor.save_config_portable() == before

@@ -168,14 +168,13 @@ class Runner:
         return quality.similarity(images, self._reference[1], self._reference[0])
 
     def quality_floor(self, name: str) -> float | None:
-        """The stage's declared PSNR floor, where it was measured: an embedded pipeline on CPU at its
-        default steps and size (:data:`perf.stages.MIN_PSNR`)."""
+        """The stage's declared PSNR floor, where it was measured: an embedded pipeline at its default
+        steps and size, on the device type of its measurements (:data:`perf.stages.MIN_PSNR`)."""
         s = self.settings
         spec = pipelines.SPECS.get(s.pipeline)
-        if (self.device.type != "cpu" or s.model is not None or spec is None
-                or (s.steps, s.size) != (spec.steps, spec.size)):
+        if s.model is not None or spec is None or (s.steps, s.size) != (spec.steps, spec.size):
             return None
-        return stages.min_psnr(name, s.family, s.pipeline)
+        return stages.min_psnr(name, s.family, s.pipeline, self.device.type)
 
     # -- measuring ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from perf import gate, quality, requirements, stages
+from perf import gate, pipelines, quality, requirements, stages
 
 on_cpu = pytest.mark.skipif(torch.cuda.is_available(), reason="sized for the tiny pipeline on CPU")
 
@@ -38,9 +38,35 @@ def test_floors_are_inherited_down_the_ladder_and_only_where_measured():
     assert stages.min_psnr("fused_qkv", "sd", "tiny") == stages.MIN_PSNR["fp16"]["tiny"]  # via sdpa, fp16
     assert stages.min_psnr("fused_qkv", "dit", "tiny-flux") == stages.MIN_PSNR["bf16"]["tiny-flux"]
     assert stages.min_psnr("compile", "dit", "tiny-flux") == stages.MIN_PSNR["compile"]["tiny-flux"]
-    assert stages.min_psnr("sdpa", "sd", "sd15") is None  # not measured there: only the drop is judged
+    assert stages.min_psnr("sdpa", "sd", "sd15") == stages.MIN_PSNR["fp16"]["sd15"]  # on the H100
+    assert stages.min_psnr("sdpa", "sd", "sd15", "cuda") == stages.MIN_PSNR["fp16"]["sd15"]
+    assert stages.min_psnr("sdpa", "sd", "sd15", "cpu") is None  # not measured there: only the drop is judged
+    assert stages.min_psnr("sdpa", "sd", "tiny", "cuda") is None
+    assert stages.min_psnr("cudagraphs", "dit", "flux", "cuda") == stages.MIN_PSNR["cudagraphs"]["flux"]  # not bf16's
+    assert set(stages.FLOORS_MEASURED_ON) == set(pipelines.SPECS)
     for name, floors in stages.MIN_PSNR.items():
         assert name in stages.BY_NAME and all(pipeline for pipeline in floors)
+
+
+def test_gpu_floors_sit_under_what_the_suite_stored_on_the_h100():
+    """Each CUDA floor is held to the baselines it was read from: at least 2.5 dB under every stored
+    image of its stage (3 dB was the rule), so an unchanged run cannot fall through it."""
+    from pathlib import Path
+
+    judged = set()
+    for path in sorted((Path(__file__).resolve().parents[1] / "baselines" / "NVIDIA_H100_80GB_HBM3-x1").glob("*.json")):
+        for bench in json.loads(path.read_text())["benchmarks"]:
+            extra = bench["extra_info"]
+            spec = pipelines.SPECS.get(extra["pipeline"])
+            if "quality" not in extra or spec is None or (extra["steps"], extra["size"]) != (spec.steps, spec.size):
+                continue
+            floor = stages.min_psnr(bench["param"], spec.family, extra["pipeline"], "cuda")
+            if floor is not None:
+                assert extra["quality"]["psnr_db"] >= floor + 2.5, (path.name, bench["param"])
+                judged.add((extra["pipeline"], bench["param"]))
+    floors = {(pipeline, name) for name, rows in stages.MIN_PSNR.items() for pipeline in rows
+              if stages.FLOORS_MEASURED_ON[pipeline] == "cuda"}
+    assert floors <= judged  # every declared GPU floor was measured in a stored run
 
 
 @pytest.mark.parametrize("history, allowed", [

@@ -16,7 +16,8 @@ what changed.
   (or ``KEY/NUM``, or a path) names the run instead.
 * Its **history**, whose spread is the stage's run-to-run noise, is the same stage in the stored
   runs up to and including the baseline, back to the last change of software (torch,
-  diffusers, transformers, CUDA, driver, Python): a new torch is a step change, not noise.
+  diffusers, transformers, CUDA, driver, Python; torchao for the quantized stages only): a new
+  torch is a step change, not noise.
   Within that, :func:`perf.stats.run_to_run_cv` reads the noise from consecutive differences,
   so one undocumented step among many runs does not widen every later threshold either.
 """
@@ -45,6 +46,14 @@ RECIPE_FIELDS = ("dtype", "tf32", "attention", "channels_last", "fuse_qkv", "tra
 
 #: Software whose change starts a new history segment (a step change, not noise).
 SOFTWARE_FIELDS = ("python", "torch", "cuda", "cudnn", "diffusers", "transformers", "gpu_driver")
+#: Software that only the quantized stages run: a new torchao is a step change for ``int8`` and ``fp8``,
+#: and nothing to the stages that never import it (installing it must not cut their history).
+QUANTIZATION_FIELDS = ("torchao",)
+
+
+def software_fields(recipe_or_identity: dict) -> tuple[str, ...]:
+    """The software whose change is a step change for a stage with this recipe (or identity)."""
+    return SOFTWARE_FIELDS + (QUANTIZATION_FIELDS if recipe_or_identity.get("quantize") else ())
 
 #: Fields of machine_info that decide whether timings are comparable.
 HARDWARE_FIELDS = ("accelerator", "gpu", "gpu_count", "gpu_memory_gib", "cpu", "cpu_count", "machine")
@@ -105,7 +114,18 @@ def software_info() -> dict:
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
         "gpu_driver": _driver_version(),
+        "torchao": _installed("torchao"),
     }
+
+
+def _installed(distribution: str) -> str | None:
+    """The installed version, read from its metadata: importing torchao to ask would cost seconds."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
 
 
 def _driver_version() -> str | None:
@@ -155,8 +175,9 @@ def identity_differences(saved: dict, current: dict) -> list[str]:
     return [f"{key} {saved[key]!r} -> {current[key]!r}" for key in current if key in saved and saved[key] != current[key]]
 
 
-def software_changed(saved: dict, current: dict) -> list[str]:
-    return [f"{key} {saved[key]} -> {current[key]}" for key in SOFTWARE_FIELDS
+def software_changed(saved: dict, current: dict, fields: tuple[str, ...] = SOFTWARE_FIELDS) -> list[str]:
+    """What changed between two runs' software; a field either run did not record is not a change."""
+    return [f"{key} {saved[key]} -> {current[key]}" for key in fields
             if key in saved and key in current and saved[key] != current[key]]
 
 
@@ -243,8 +264,9 @@ def plan(runs: list[StoredRun], folder: Path, hardware: dict, identities: dict[s
 
 def _history(pool: list[StoredRun], baseline: StoredRun, stage: str, ident: dict, hardware: dict) -> list[dict]:
     entries = []
+    fields = software_fields(ident)
     for run in reversed(pool[:pool.index(baseline) + 1]):
-        if software_changed(run.software, baseline.software):
+        if software_changed(run.software, baseline.software, fields):
             break
         entry = run.entries().get(stage)
         if entry is not None and not hardware_differences(run.hardware, hardware) \

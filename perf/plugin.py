@@ -243,7 +243,8 @@ def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[
     for run in plan.baselines():
         compared = [name for name, p in plan.stages.items() if p.baseline is run]
         context.append(f"compared with {shown(run.path)} ({', '.join(compared)})")
-        changed = baselines.software_changed(run.software, software)
+        fields = tuple(dict.fromkeys(f for name in compared for f in baselines.software_fields(identities[name])))
+        changed = baselines.software_changed(run.software, software, fields)
         if changed:
             context.append(f"software changed since {run.path.name}: {', '.join(changed)}")
     return plan

@@ -1,5 +1,7 @@
 """The rule for "compared": which stored run is a stage's baseline, and which runs are its history."""
 
+import dataclasses
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -101,6 +103,22 @@ def test_history_ends_at_the_baseline_and_at_a_software_change(tmp_path):
     assert plan.stages["fp32"].baseline.path.name == "0003_run.json"
     assert plan.stages["fp32"].medians() == [1.0, 1.05]  # not 2.0 (another torch), not 1.9 (after it)
     assert later.exists()
+
+
+def test_a_new_torchao_cuts_the_history_of_quantized_stages_only(tmp_path):
+    stored(tmp_path, 1, entry("compile", 1.0), entry("int8", 0.8), software={"torchao": "0.17.0"})
+    stored(tmp_path, 2, entry("compile", 1.1), entry("int8", 0.9), software={"torchao": "0.18.0"})
+    stored(tmp_path, 3, entry("compile", 1.2))  # torchao not installed: int8 skipped
+    plan, _ = plan_for(tmp_path, "compile", "int8")
+    assert plan.stages["compile"].medians() == [1.0, 1.1, 1.2]  # installing torchao is no step for it
+    assert plan.stages["int8"].medians() == [0.9]  # a new torchao is
+    assert baselines.software_fields(dataclasses.asdict(stages.recipe("int8")))[-1] == "torchao"
+    assert "torchao" not in baselines.software_fields(dataclasses.asdict(stages.recipe("compile")))
+    try:
+        installed = importlib.metadata.version("torchao")
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    assert baselines.software_info()["torchao"] == installed
 
 
 def test_select_by_number_name_path_and_key(tmp_path):

@@ -76,6 +76,13 @@ def pair_order(pairs: int) -> list[tuple[str, str]]:
     return [SIDES if i % 2 == 0 else SIDES[::-1] for i in range(pairs)]
 
 
+#: A request's time limit, in multiples of --perf-worker-timeout: start-up imports torch and
+#: Diffusers; building includes the first compile (minutes on a GPU).
+STARTUP_TIMEOUTS, BUILD_TIMEOUTS = 5, 30
+#: A round, or the profiled and counted rounds of "finish", may take this many times the stage's own round.
+ROUND_TIMEOUT_FACTOR = 10
+
+
 def plan_pairs(budget: timing.Budget, seconds_per_pair: float, fewest: int) -> int:
     """Pairs the stage's time budget affords, at least ``fewest``, rounded up to an even number."""
     pairs = max(timing.plan_rounds(budget, seconds_per_pair), fewest)
@@ -129,16 +136,18 @@ class Session:
             start = time.perf_counter()
             for side in SIDES:  # both interpreters start (import torch, diffusers) at once
                 workers[side] = Worker(self.pythons[side], side)
+            floor = self.settings.worker_timeout
             for side in SIDES:
                 step = f"starting the {side}"
-                hello = workers[side].request("hello")
+                hello = workers[side].request("hello", timeout=STARTUP_TIMEOUTS * floor)
                 sides[side].startup_seconds = time.perf_counter() - start
                 sides[side].software = self.software.setdefault(side, hello["software"])
                 result.device = hello["hardware"].get("gpu") or hello["hardware"].get("cpu") or ""
             for side in SIDES:  # the candidate first: its memory tells whether a second copy fits
                 step = f"building the {side}"
                 try:
-                    built[side] = workers[side].request("build", stage=name, settings=self.worker_settings(),
+                    built[side] = workers[side].request("build", timeout=BUILD_TIMEOUTS * floor, stage=name,
+                                                        settings=self.worker_settings(),
                                                         inject=self.injected(side, name))
                 except WorkerDied as exc:
                     if side == "reference":  # the reference cannot build it: nothing to compare with
@@ -149,15 +158,18 @@ class Session:
                 result.device_type = built[side]["device"]
                 if side == "candidate" and not self._fits(built[side], result):
                     return result
-            per_pair = sum((built[side]["warmup_seconds"] or [0.0])[-1] for side in SIDES)
-            pairs = plan_pairs(self.settings.budget, per_pair, fewest_pairs)
+            round_seconds = {side: (built[side]["warmup_seconds"] or [0.0])[-1] for side in SIDES}
+            pairs = plan_pairs(self.settings.budget, sum(round_seconds.values()), fewest_pairs)
             for i, order in enumerate(pair_order(pairs)):
                 for side in order:
                     step = f"round {i * 2 + order.index(side) + 1} of {pairs * 2} ({side})"
-                    sides[side].rounds.append(workers[side].request("round")["seconds"])
+                    limit = max(floor, ROUND_TIMEOUT_FACTOR * round_seconds[side])
+                    sides[side].rounds.append(workers[side].request("round", timeout=limit)["seconds"])
             for side in SIDES:
                 step = f"profiling the {side}"
-                done = workers[side].request("finish")
+                extra_rounds = self.settings.budget.gpu_rounds + 2  # profiled, then counted
+                limit = max(floor, ROUND_TIMEOUT_FACTOR * extra_rounds * max(sides[side].rounds))
+                done = workers[side].request("finish", timeout=limit)
                 sides[side].gpu_seconds = done["gpu_seconds"]
                 sides[side].counters = done["counters"]
                 sides[side].peak_memory_bytes = done["peak_memory_bytes"]

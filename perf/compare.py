@@ -6,7 +6,8 @@ and to re-check a nightly artifact by hand. The rule is the suite's own (:mod:`p
 each stage of RUN is compared with BASELINE's entry if it was measured the same way, and the
 run-to-run noise comes from the runs stored beside BASELINE up to BASELINE itself, so RUN never
 counts as its own history even when it was copied into the same folder. Exit status: 0 when
-every stage was compared and none regressed, 1 otherwise, 2 for a file that cannot be read.
+every stage was compared and none regressed, 1 otherwise (a RUN that holds no stage
+judges nothing, and fails), 2 for a file that cannot be read.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import baselines, gate, report, stages, storage
+from . import baselines, gate, outcome, report, stages, storage
 from .runner import StageResult
 
 
@@ -53,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     for verdict in verdicts:
         if verdict.failing:
             print(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}")
-    line, failed = report.final_line(verdicts, policy, [args.baseline.name], [])
+    line, code, _ = outcome.final(outcome.Run(verdicts=verdicts, compare=True, allow_uncompared=args.allow_uncompared,
+                                              baselines=[args.baseline.name]))
     print(line)
-    return 1 if failed else 0
+    return code
 
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="A/B in one job: also run every selected stage as test_ab[stage], alternating rounds "
                          "between this environment and the Python interpreter at PATH (another venv: "
                          "Diffusers main, the previous torch) on the same device, judged on the paired ratios")
+    group.addoption("--perf-worker-timeout", metavar="SECONDS", type=float, default=60.0,
+                    help="A/B runs: the least time a worker is given to answer one request (default 60); "
+                         "start-up gets 5x, building and compiling 30x, a round 10x the stage's own round "
+                         "when that is longer. A worker that does not answer fails its stage alone")
     group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
                     help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
                          "baseline's GPU busy time per step (its wall time per step where it has none); "
@@ -221,6 +225,7 @@ def settings_from(config: pytest.Config) -> Settings:
         inject_crash=get("perf_inject_crash"),
         inject_quality=get("perf_inject_quality"),
         reference_python=reference,
+        worker_timeout=get("perf_worker_timeout"),
         host_drift=get("perf_host_drift"),
         allow_uncompared=get("perf_allow_uncompared"),
         threads=get("perf_threads") or (None if torch.cuda.is_available() else timing.CPU_THREADS),
@@ -238,6 +243,7 @@ def _check_numbers(get) -> None:
         if value is not None and value > highest:
             raise pytest.UsageError(f"{option}: {value} is more than the suite takes (at most {highest})")
     for option, value, low in (("--perf-max-time", get("perf_max_time"), "positive seconds"),
+                               ("--perf-worker-timeout", get("perf_worker_timeout"), "positive seconds"),
                                ("--perf-host-drift", get("perf_host_drift"), "0 or more"),
                                ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0"),
                                ("--perf-inject-host-work", get("perf_inject_host_work"), "a fraction >= 0"),
@@ -247,5 +253,7 @@ def _check_numbers(get) -> None:
             raise pytest.UsageError(f"{option}: must be a finite number ({low}), got {value}")
     if get("perf_host_drift") is not None and get("perf_host_drift") < 0:
         raise pytest.UsageError(f"--perf-host-drift: must be 0 or more, got {get('perf_host_drift')}")
+    if get("perf_worker_timeout") <= 0:
+        raise pytest.UsageError(f"--perf-worker-timeout: must be positive seconds, got {get('perf_worker_timeout')}")
     if get("perf_max_time") <= 0:
         raise pytest.UsageError(f"--perf-max-time: must be positive seconds, got {get('perf_max_time')}")

@@ -7,7 +7,10 @@ What pytest-benchmark alone gets wrong for this suite, and where it is fixed her
   chosen when the run starts, so saving while comparing never compares a run with itself
   (:func:`pytest_configure`);
 * in compare mode green means compared: a selected stage that could not be judged fails, and
-  the last line of the output says what was compared (:func:`pytest_unconfigure`);
+  the last line of the output says what was compared, derived with the exit status from
+  pytest's own reports of each stage's test (:mod:`perf.outcome`, :func:`pytest_unconfigure`);
+* every output the user asked for (report, JSON, step summary, save) that could not be
+  written fails the run with one line naming it;
 * ``--benchmark-compare-fail`` is judged beside the suite's own rule, one verdict per stage;
 * every output is checked before the first stage is built (:mod:`perf.preflight`);
 * ``machine_info`` holds only the hardware fields that matter, whichever way the plugin is
@@ -29,12 +32,14 @@ from pathlib import Path
 
 import pytest
 
-from . import (ab, baselines, charts, compile_cache, counters, gate, options, preflight, progress, report, stages,
-               storage, worker)
+from . import (ab, baselines, charts, compile_cache, counters, gate, options, outcome, preflight, progress, report,
+               stages, storage, worker)
 from .runner import Runner, StageResult
 
 PERF_DIR = Path(__file__).resolve().parent
 RECORD_COMMAND = "pytest perf --benchmark-save=baseline"
+#: The two kinds of stage test: the ladder's (perf/test_ladder.py) and A/B's (perf/test_ladder_ab.py).
+LADDER, AB = "perf_stage", "perf_ab_stage"
 
 
 @dataclasses.dataclass
@@ -56,6 +61,13 @@ class PerfSession:
     hardware: dict = dataclasses.field(default_factory=dict)  # this machine's, as the run started
     session_seconds: float | None = None  # the whole process's wall time, taken as the run ends
     cache_before: dict | None = None  # torch's compile-cache counters as the run began (CUDA, cache on)
+    nodes: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # nodeid -> (LADDER or AB, stage)
+    records: dict[tuple[str, str], outcome.Record] = dataclasses.field(default_factory=dict)  # pytest's reports
+    interrupted: bool = False  # KeyboardInterrupt or pytest.exit()
+    problems: list[str] = dataclasses.field(default_factory=list)  # outputs asked for and not written
+    session: pytest.Session | None = None
+    json_target: object = None  # --benchmark-json: written by the suite (_write_json), never by pytest-benchmark
+    report_written: bool = False
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
         """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
@@ -69,13 +81,19 @@ class PerfSession:
         verdict = self.ab_verdicts[name] = gate.judge_ab(name, result, policy)
         return verdict
 
-    def ordered_ab_verdicts(self) -> list[gate.Verdict]:
-        return [self.ab_verdicts[name] for name in self.settings.stages if name in self.ab_verdicts]
+    def settled(self, kind: str = LADDER) -> list[gate.Verdict]:
+        """The verdict of every selected stage of ``kind``, in ladder order, settled with what pytest
+        reported of its test (:func:`perf.outcome.settle`): a stage the gate never judged is failed,
+        interrupted, skipped or not run, as pytest saw it."""
+        judged = self.verdicts if kind == LADDER else self.ab_verdicts
+        selected = {stage for k, stage in self.nodes.values() if k == kind}
+        return [outcome.settle(name, judged.get(name), self.records.get((kind, name)), self.interrupted, _verdict)
+                for name in self.settings.stages if name in selected]
 
-    def ordered_verdicts(self) -> list[gate.Verdict]:
-        # A stage with no verdict was deselected (-k) or the run stopped before it (-x): not run,
-        # which fails nothing by itself (--perf-stages is how a run selects its stages).
-        return [self.verdicts.get(name) or gate.Verdict(name, "skipped", "not run") for name in self.settings.stages]
+
+
+def _verdict(stage: str, status: outcome.Status, detail: str, failing: bool) -> gate.Verdict:
+    return gate.Verdict(stage, status, detail, failing=failing, headline=f"{stage} {status}" if failing else "")
 
 
 def shown(path: Path) -> str:
@@ -94,15 +112,46 @@ def _xdist_active(config: pytest.Config) -> bool:
 
 
 def _targets_perf(config: pytest.Config) -> bool:
+    """Whether the command line reaches the ladder: by path, or by module name under --pyargs."""
     for arg in config.args or ["."]:
-        path = Path(arg.split("::")[0]).resolve()
-        if path == PERF_DIR or PERF_DIR in path.parents or path in PERF_DIR.parents:
-            return True
+        target = arg.split("::")[0]
+        paths = [Path(target)]
+        if config.option.pyargs:
+            paths += _module_paths(target)
+        for path in paths:
+            try:
+                path = path.resolve()
+            except (OSError, RuntimeError):
+                continue
+            if path == PERF_DIR or PERF_DIR in path.parents or path in PERF_DIR.parents:
+                return True
     return False
+
+
+def _module_paths(name: str) -> list[Path]:
+    """Where ``--pyargs NAME`` points: the module's file or the package's folders."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError, AttributeError):
+        return []
+    if spec is None:
+        return []
+    paths = [Path(spec.origin)] if spec.origin else []
+    return paths + [Path(p) for p in spec.submodule_search_locations or ()]
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
+    try:
+        _configure(config)
+    except OSError as exc:  # a path no check above foresaw: still one line, never an INTERNALERROR
+        where = f" {storage.short_path(exc.filename)}" if exc.filename else ""
+        raise pytest.UsageError(f"diffusers-perf:{where}: {exc.strerror or exc}") from None
+
+
+def _configure(config: pytest.Config) -> None:
     if not hasattr(config.option, "benchmark_storage"):
         raise pytest.UsageError("diffusers-perf needs pytest-benchmark: pip install pytest-benchmark")
     if _xdist_active(config) and _targets_perf(config):
@@ -110,6 +159,10 @@ def pytest_configure(config: pytest.Config) -> None:
             "diffusers-perf: benchmarks cannot run under pytest-xdist (-n/--dist): parallel workers share "
             "the device and make every timing wrong; run `pytest perf` without -n (the tests may use -n)"
         )
+    for option, value in (("--perf-model", config.getoption("perf_model", None)),
+                          ("--perf-reference-python", config.getoption("perf_reference_python", None))):
+        if value:
+            preflight.check_path(option, value)
     settings = options.settings_from(config)
     opt = config.option
     root = preflight.storage_folder(opt.benchmark_storage, config.rootpath)
@@ -127,7 +180,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if opt.benchmark_json:  # a path, or (pytest-benchmark before 5.3) a file argparse already opened
         json_path = opt.benchmark_json if isinstance(opt.benchmark_json, (str, os.PathLike)) else opt.benchmark_json.name
         preflight.check_output("--benchmark-json", Path(json_path), root)
-    preflight.check_step_summary()
+    preflight.check_step_summary(root)
 
     context: list[str] = []
     plan = None
@@ -198,9 +251,41 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     perf: PerfSession | None = getattr(session.config, "_perf", None)
     if perf is None:
         return
-    ladder = [item for item in session.items if PERF_DIR in Path(str(item.path)).resolve().parents]
-    if ladder:
-        perf.runner.progress = progress.Progress(progress.pytest_writer(session.config), total=len(ladder))
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for kind in (LADDER, AB):
+            if kind in params and PERF_DIR in Path(str(item.path)).resolve().parents:
+                perf.nodes[item.nodeid] = (kind, params[kind])
+    if perf.nodes:
+        perf.runner.progress = progress.Progress(progress.pytest_writer(session.config), total=len(perf.nodes))
+
+
+def pytest_runtest_logstart(nodeid: str, location) -> None:
+    perf: PerfSession | None = _perf_of_current()
+    if perf is not None and nodeid in perf.nodes:
+        perf.records.setdefault(perf.nodes[nodeid], outcome.Record()).started = True
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """pytest's own account of each stage's test: what the last line is derived from."""
+    perf: PerfSession | None = _perf_of_current()
+    if perf is None or report.nodeid not in perf.nodes:
+        return
+    message = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext
+    perf.records.setdefault(perf.nodes[report.nodeid], outcome.Record()).add(report.when, report.outcome, message)
+
+
+def pytest_keyboard_interrupt(excinfo) -> None:
+    perf: PerfSession | None = _perf_of_current()
+    if perf is not None:
+        perf.interrupted = True
+
+
+_CURRENT: list[PerfSession] = []  # the running session's PerfSession, for hooks that get no config
+
+
+def _perf_of_current() -> PerfSession | None:
+    return _CURRENT[-1] if _CURRENT else None
 
 
 def _check_benchmark_options(config: pytest.Config, settings: options.Settings, compare: bool, saving: bool) -> None:
@@ -211,6 +296,9 @@ def _check_benchmark_options(config: pytest.Config, settings: options.Settings, 
     if getattr(opt, "benchmark_disable", False) and compare:
         raise pytest.UsageError("--benchmark-disable times nothing, so there is nothing to compare: "
                                 "drop --benchmark-compare (or --benchmark-disable)")
+    if getattr(opt, "benchmark_disable", False) and saving:
+        raise pytest.UsageError("--benchmark-disable times nothing, so there is nothing to save: "
+                                "drop --benchmark-save/--benchmark-autosave (or --benchmark-disable)")
     if getattr(opt, "benchmark_histogram", None):
         try:
             import pygal  # noqa: F401
@@ -230,6 +318,7 @@ def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[
     chosen = None
     selector = config.option.benchmark_compare
     if isinstance(selector, str):
+        preflight.check_path("--benchmark-compare", selector)
         chosen, problem = baselines.select(folder, selector, root)
         if chosen is None:
             raise pytest.UsageError(f"--benchmark-compare={selector}: {problem}")
@@ -287,6 +376,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     perf: PerfSession = session.config._perf
+    perf.session = session
+    _CURRENT.append(perf)
     bs = getattr(session.config, "_benchmarksession", None)
     if bs is None:
         return
@@ -296,6 +387,17 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         bs.machine_id = perf.key
         bs.storage.default_machine_id = perf.key
         bs.storage.save = lambda output_json, save: _save(perf, output_json, save)
+    display = bs.display
+
+    def display_or_say_why(terminalreporter) -> None:
+        # pytest-benchmark's table reads the stored baseline too; whatever it trips on, the run
+        # says so in one line and fails, instead of a traceback after the verdict.
+        try:
+            display(terminalreporter)
+        except Exception as exc:
+            perf.problems.append(f"pytest-benchmark's table could not be drawn ({type(exc).__name__}: {exc})")
+
+    bs.display = display_or_say_why
 
 
 def _save(perf: PerfSession, output_json: dict, save: str) -> None:
@@ -330,18 +432,21 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
     perf: PerfSession = session.config._perf
     perf.session_seconds = progress.process_seconds()
     if bs is not None and (bs.save or bs.autosave):
-        failing = [v.stage for v in perf.verdicts.values() if v.failing and v.status != "not compared"]
-        failing += [f"{v.stage} (A/B)" for v in perf.ab_verdicts.values() if v.failing]
-        if session.exitstatus == pytest.ExitCode.INTERRUPTED:
+        failing = [v.stage for v in perf.settled(LADDER) if v.failing and v.status != "not compared"]
+        failing += [f"{v.stage} (A/B)" for v in perf.settled(AB) if v.failing]
+        if perf.interrupted or session.exitstatus == pytest.ExitCode.INTERRUPTED:
             perf.not_saved = "interrupted: no baseline was saved"
         elif failing:
             perf.not_saved = (f"not saved: {', '.join(failing)} failed or regressed, and a failing run never becomes "
                               "a baseline; fix it, or record without --benchmark-compare to accept the change")
+        elif not bs.benchmarks:
+            perf.not_saved = "not saved: no stage was timed"
+            perf.problems.append("--benchmark-save: nothing was timed, nothing saved")
         if perf.not_saved:
             bs.save = bs.autosave = None
             perf.save_short = "not saved"
-    if bs is not None and not bs.benchmarks and perf.ab_verdicts:
-        bs.json = None  # only A/B ran: the suite writes --benchmark-json itself (_write_ab_json)
+    if bs is not None and bs.json:
+        perf.json_target, bs.json = bs.json, None  # the suite writes it (_write_json), and says if it cannot
     yield
 
 
@@ -359,29 +464,46 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     for line in (perf.not_saved, perf.save_error):
         if line:
             perf.context.append(line)
-    if perf.save_error and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if perf.ab_verdicts:
-        _write_ab_json(session.config, perf)
-    if not perf.runner.results and not perf.verdicts and not perf.ab_verdicts:
+    if perf.save_error:
+        perf.problems.append(perf.save_short)
+    _write_json(session.config, perf)
+    verdicts, ab_verdicts = perf.settled(LADDER), perf.settled(AB)
+    if not perf.runner.results and not any(v.compared or v.status == "measured" for v in verdicts) \
+            and not perf.ab_verdicts:
+        verdicts = [v for v in verdicts if v.status != outcome.Status.NOT_RUN] if perf.verdicts else []
+    if not verdicts and not perf.ab_verdicts:
         return
-    verdicts = perf.ordered_verdicts() if perf.verdicts else []
-    drawn = _charts(session.config, perf) if verdicts else []
+    drawn = _charts(session.config, perf) if perf.runner.results else []
     text = report.markdown(_title(perf), verdicts, perf.runner.results, _not_selected(perf), perf.context,
-                           stages.root(perf.settings.family)) \
-        if verdicts else ""
+                           stages.root(perf.settings.family)) if verdicts else ""
     if perf.ab_verdicts:
-        text += ("\n" if text else "") + report.ab_markdown(perf.ordered_ab_verdicts(), perf.ab)
+        text += ("\n" if text else "") + report.ab_markdown(ab_verdicts, perf.ab)
     if drawn:
         text += "\n" + charts.markdown(drawn)
-    try:
-        report.write(text, perf.settings.report)
-        if perf.settings.report and drawn:
-            charts.write(drawn, charts.folder_for(perf.settings.report))
-    except OSError as exc:
-        perf.context.append(f"the report could not be written: {exc.strerror or exc}")
-    if any(v.failing for v in verdicts + perf.ordered_ab_verdicts()) and session.exitstatus == pytest.ExitCode.OK:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    _write_report(text, drawn, perf)
+
+
+def _write_report(text: str, drawn: list, perf: PerfSession) -> None:
+    """--perf-report (with its charts) and GitHub's step summary: each one that fails fails the run."""
+    path = perf.settings.report
+    if path:
+        try:
+            report.write_file(text, path)
+            if drawn:
+                charts.write(drawn, charts.folder_for(path))
+            perf.report_written = True
+        except OSError as exc:
+            perf.problems.append(f"--perf-report {shown(path)} not written ({_why(exc)})")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            report.append_summary(text, Path(summary))
+        except OSError as exc:
+            perf.problems.append(f"GITHUB_STEP_SUMMARY not written ({_why(exc)})")
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _charts(config: pytest.Config, perf: PerfSession) -> list[charts.Chart]:
@@ -416,39 +538,50 @@ def _title(perf: PerfSession) -> str:
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     perf: PerfSession = config._perf
-    if not perf.verdicts and not perf.ab_verdicts:
+    verdicts, ab_verdicts = perf.settled(LADDER), perf.settled(AB)
+    if not verdicts and not ab_verdicts and not perf.problems:
         return
     terminalreporter.section("diffusers-perf", sep="-", bold=True)
-    verdicts = perf.ordered_verdicts() if perf.verdicts else []
     if verdicts:
         report.terminal(verdicts, perf.runner.results, _not_selected(perf), perf.context, terminalreporter.write_line,
                         stages.root(perf.settings.family))
-    if perf.ab_verdicts:
-        report.ab_terminal(perf.ordered_ab_verdicts(), perf.ab, terminalreporter.write_line)
+    if ab_verdicts:
+        report.ab_terminal(ab_verdicts, perf.ab, terminalreporter.write_line)
     failing = [v for v in verdicts if v.failing and v.status != "failed"]
-    failing += [dataclasses.replace(v, stage=f"{v.stage} (A/B)") for v in perf.ordered_ab_verdicts()
+    failing += [dataclasses.replace(v, stage=f"{v.stage} (A/B)") for v in ab_verdicts
                 if v.failing and v.status != "failed"]
-    if failing:
+    if failing or perf.problems:
         terminalreporter.write_line("")
-        for verdict in failing:
-            terminalreporter.write_line(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}",
-                                        red=True, bold=True)
-    if perf.settings.report:
+    for verdict in failing:
+        terminalreporter.write_line(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}", red=True, bold=True)
+    for problem in perf.problems:
+        terminalreporter.write_line(problem, red=True, bold=True)
+    if perf.report_written:
         terminalreporter.write_line(f"report: {shown(perf.settings.report)}")
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The last line of the output: the verdict of the whole run, after pytest's own counts."""
+    """The last line of the output and the exit status, derived together (:func:`perf.outcome.final`)."""
     perf: PerfSession | None = getattr(config, "_perf", None)
-    terminal = config.pluginmanager.get_plugin("terminalreporter")
-    if perf is None or terminal is None or not (perf.verdicts or perf.ab_verdicts):
+    if perf is None:
         return
-    line, failed = report.final_line(perf.ordered_verdicts() if perf.verdicts else [], perf.policy,
-                                     [run.path.name for run in perf.plan.baselines()] if perf.plan else [],
-                                     perf.saved, perf.save_short, bool(perf.save_error),
-                                     perf.ordered_ab_verdicts(), perf.ab.pythons["reference"] if perf.ab else "")
-    terminal.write_line(line, red=failed, green=not failed, bold=True)
+    if perf in _CURRENT:
+        _CURRENT.remove(perf)
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if perf.session is None or config.option.collectonly or not (perf.nodes or perf.verdicts or perf.ab_verdicts):
+        return
+    run = outcome.Run(
+        verdicts=perf.settled(LADDER), ab_verdicts=perf.settled(AB), compare=perf.policy.compare,
+        allow_uncompared=perf.policy.allow_uncompared, exit_status=int(perf.session.exitstatus),
+        interrupted=perf.interrupted, problems=perf.problems,
+        baselines=[run.path.name for run in perf.plan.baselines()] if perf.plan else [],
+        saved=perf.saved, save_note=perf.save_short, reference=perf.ab.pythons["reference"] if perf.ab else "")
+    line, code, colour = outcome.final(run)
+    perf.session.exitstatus = code
+    if terminal is not None:
+        terminal.ensure_newline()
+        terminal.write_line(line, **{colour: True}, bold=True)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -469,34 +602,56 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
         "hardware_key": perf.key,
         "software": baselines.software_info(),
         "settings": perf.settings.describe(),
-        "verdicts": {v.stage: {"status": v.status, "detail": v.detail, "baseline": v.baseline}
-                     for v in perf.verdicts.values()},
+        "verdicts": {v.stage: {"status": str(v.status), "detail": v.detail, "baseline": v.baseline}
+                     for v in perf.settled(LADDER)},
         "session_seconds": _session_seconds(perf),
     }
+    faults = perf.settings.faults()
+    if faults:  # never saved (refused up front), and never read back as a baseline (perf.storage.validate)
+        output_json["diffusers_perf"]["injected"] = faults
     if perf.ab_verdicts:
-        output_json["diffusers_perf"]["ab"] = report.ab_json(perf.ordered_ab_verdicts(), perf.ab)
+        output_json["diffusers_perf"]["ab"] = report.ab_json(perf.settled(AB), perf.ab)
 
 
 def _session_seconds(perf: PerfSession) -> float:
     return round(perf.session_seconds if perf.session_seconds is not None else progress.process_seconds(), 1)
 
 
-def _write_ab_json(config: pytest.Config, perf: PerfSession) -> None:
-    """``--benchmark-json`` when only A/B stages ran: pytest-benchmark writes nothing without benchmarks."""
-    target = config.option.benchmark_json
-    bs = getattr(config, "_benchmarksession", None)
-    if not target or (bs is not None and bs.benchmarks):
+def _write_json(config: pytest.Config, perf: PerfSession) -> None:
+    """``--benchmark-json``, written by the suite: pytest-benchmark's document when stages were timed
+    (or the A/B part alone), and one line that fails the run when it cannot be written."""
+    target = perf.json_target
+    if not target:
         return
     import json
 
-    text = json.dumps({"diffusers_perf": {"hardware_key": perf.key, "settings": perf.settings.describe(),
-                                          "session_seconds": _session_seconds(perf),
-                                          "ab": report.ab_json(perf.ordered_ab_verdicts(), perf.ab)}}, indent=2)
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is not None and bs.benchmarks:
+        from pytest_benchmark.utils import safe_dumps
+
+        commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+        config.hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
+        document = config.hook.pytest_benchmark_generate_json(
+            config=config, benchmarks=bs.benchmarks, include_data=True, machine_info=bs.get_machine_info(),
+            commit_info=commit_info)
+        config.hook.pytest_benchmark_update_json(config=config, benchmarks=bs.benchmarks, output_json=document)
+        text = safe_dumps(document, ensure_ascii=True, indent=4)
+    elif perf.ab_verdicts:
+        text = json.dumps({"diffusers_perf": {"hardware_key": perf.key, "settings": perf.settings.describe(),
+                                              "session_seconds": _session_seconds(perf),
+                                              "ab": report.ab_json(perf.settled(AB), perf.ab)}}, indent=2)
+    else:
+        perf.problems.append("--benchmark-json not written (nothing was timed)")
+        return
+    name = target.name if hasattr(target, "write") else target
     try:
         if hasattr(target, "write"):  # pytest-benchmark before 5.3 hands an open file
             target.write(text.encode() if "b" in getattr(target, "mode", "") else text)
             target.flush()
         else:
-            Path(target).write_text(text, encoding="utf-8")
+            with open(target, "w", encoding="utf-8") as handle:
+                handle.write(text)
     except OSError as exc:
-        perf.context.append(f"--benchmark-json could not be written: {exc.strerror or exc}")
+        perf.problems.append(f"--benchmark-json {shown(Path(name))} not written ({_why(exc)})")
+        return
+    perf.context.append(f"JSON written: {shown(Path(name))}")

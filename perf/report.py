@@ -8,12 +8,11 @@ the first of the gate's :data:`perf.gate.WALL_STATISTICS`) and GPU time (of the 
 thresholds they were judged by, and the verdict. "cost s" is the stage's own wall time (build,
 FLOPs, warm-up and compile, timed, profiled and counted rounds); the session's line under the
 table says where the whole run's time went. The Markdown goes to ``--perf-report`` and,
-in GitHub Actions, to the job summary. :func:`final_line` is the last line of the output.
+in GitHub Actions, to the job summary. The last line of the output is :func:`perf.outcome.final`'s.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from . import quality
@@ -122,77 +121,15 @@ def markdown(title: str, verdicts, results, missing, context, root: str = "fp32"
     return "\n".join(lines) + "\n"
 
 
-def _compared_parts(verdicts, allow_uncompared: bool) -> list[str]:
-    """How many stages were compared or regressed, and which could not be compared."""
-    regressed = [v for v in verdicts if v.status == "REGRESSION"]
-    uncompared = [v for v in verdicts if v.status == "not compared"]
-    if regressed:
-        named = ", ".join(v.headline for v in regressed[:3]) + (", ..." if len(regressed) > 3 else "")
-        parts = [f"{len(regressed)} of {len(verdicts)} stages regressed ({named})"]
-    else:
-        parts = [f"{sum(v.compared for v in verdicts)} of {len(verdicts)} stages compared, none regressed"]
-    if uncompared:
-        allowed = " (allowed by --perf-allow-uncompared)" if allow_uncompared else ""
-        parts.append(f"{len(uncompared)} not compared{allowed}: {', '.join(v.stage for v in uncompared)}")
-    return parts
+def write_file(text: str, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
 
 
-def _failed_part(verdicts) -> list[str]:
-    broken = [v for v in verdicts if v.status == "failed"]
-    return [f"{len(broken)} failed: {', '.join(v.stage for v in broken)}"] if broken else []
-
-
-def final_line(verdicts, policy, baseline_names: list[str], saved: list[Path], save_note: str = "",
-               save_failed: bool = False, ab_verdicts=(), reference: str = "") -> tuple[str, bool]:
-    """The run's verdict in one line, and whether it fails the build.
-
-    ``diffusers-perf: FAIL, 1 of 2 stages regressed (fp32 latency +27.3% > threshold 15.0%) vs 0002_b.json``
-
-    With A/B stages (``ab_verdicts``, against the interpreter ``reference``) their verdict follows
-    after ``; A/B: ``; a run of A/B stages alone says only that.
-    """
-    failed = any(v.failing for v in list(verdicts) + list(ab_verdicts)) or save_failed
-    sections = []
-    if verdicts:
-        if policy.compare:
-            parts = _compared_parts(verdicts, policy.allow_uncompared)
-        else:
-            measured = [v for v in verdicts if v.status not in ("skipped", "failed")]
-            parts = [f"{len(measured)} of {len(verdicts)} stages measured, not compared (no --benchmark-compare)"]
-        parts += _failed_part(verdicts)
-        skipped = [v for v in verdicts if v.status == "skipped"]
-        if skipped:
-            parts.append(f"{len(skipped)} skipped")
-        if saved:
-            parts.append("saved " + ", ".join(path.name for path in saved))
-        elif save_note:
-            parts.append(save_note)
-        section = "; ".join(parts)
-        if policy.compare and baseline_names:
-            section += " vs " + ", ".join(baseline_names)
-        sections.append(section)
-    if ab_verdicts:
-        parts = _compared_parts(ab_verdicts, policy.allow_uncompared)
-        faster = [v for v in ab_verdicts if v.status == "faster"]
-        if faster:
-            parts[0] += f", {len(faster)} faster ({', '.join(v.stage for v in faster)})"
-        sections.append("A/B: " + "; ".join(parts + _failed_part(ab_verdicts)) + f" vs {reference}")
-    return f"diffusers-perf: {'FAIL' if failed else 'PASS'}, " + "; ".join(sections), failed
-
-
-def write(text: str, path: Path) -> list[Path]:
-    """Write the report file, and append to ``$GITHUB_STEP_SUMMARY`` when GitHub Actions sets it."""
-    written = []
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary:
-        with open(summary, "a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        written.append(Path(summary))
-    return written
+def append_summary(text: str, path: Path) -> None:
+    """GitHub Actions' job summary (``$GITHUB_STEP_SUMMARY``), appended to as GitHub asks."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text + "\n")
 
 
 # -- A/B ------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ class Settings:
     inject_crash: bool = False  # A/B runs: the injected side's worker segfaults mid-stage
     inject_quality: float = 0.0  # the denoiser's first attention output scaled by 1 + this
     reference_python: str | None = None  # A/B runs: the reference environment's interpreter
+    worker_timeout: float = 60.0  # A/B runs: the least seconds a worker has to answer a request
     host_drift: float | None = None
     allow_uncompared: bool = False
     family: str = "sd"  # the pipeline's model family (perf.stages.FAMILIES): which ladder applies
@@ -62,9 +63,15 @@ class Settings:
 
     @property
     def injecting(self) -> bool:
-        """Whether a fault is injected on purpose: such a run is never saved."""
-        return bool(self.inject_nan or self.inject_slowdown or self.inject_sync or self.inject_host_work
-                    or self.inject_recompile or self.inject_host_delay or self.inject_crash or self.inject_quality)
+        """Whether a fault is injected on purpose: such a run is never saved, nor read as a baseline."""
+        return bool(self.faults())
+
+    def faults(self) -> dict:
+        """The faults injected on purpose (``--perf-inject-*``), as stored in the run's JSON."""
+        clean = self.without_faults()
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.name.startswith("inject_") and field.name != "inject_side"
+                and getattr(self, field.name) != getattr(clean, field.name)}
 
     def without_faults(self) -> "Settings":
         """The same run with no injected fault: what A/B workers and the reference images build from."""

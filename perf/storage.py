@@ -33,8 +33,19 @@ RUN_FILE = re.compile(r"^(?P<number>\d{4,})_(?P<name>.+)\.json$")
 NAME_MAX = 255
 PARTIAL_SUFFIX = ".partial"
 
-#: Statistics that pytest-benchmark's comparison table reads from a stored entry.
-_STATS_NUMBERS = ("min", "max", "mean", "median", "iqr", "ops")
+#: Every statistic pytest-benchmark's table, histogram and ``--benchmark-compare-fail`` may read
+#: from a stored entry (its ``Stats.as_dict``), by kind: seconds (finite, not negative), counts.
+_STATS_NUMBERS = ("min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "ld15iqr", "hd15iqr", "ops", "total")
+_STATS_POSITIVE = ("min", "mean", "median")
+_STATS_COUNTS = {"rounds": 1, "iterations": 1, "iqr_outliers": 0, "stddev_outliers": 0}  # name -> least value
+_OUTLIERS = re.compile(r"^\d+;\d+$")  # "iqr outliers;stddev outliers", as the table prints it
+
+#: What says how an entry was measured (:data:`perf.baselines.COMPARED_SETTINGS` but threads,
+#: which older files lack): an entry without them is never a baseline, whatever it holds.
+_IDENTITY_NAMES = ("stage", "pipeline")
+_IDENTITY_COUNTS = ("steps", "size", "batch")
+#: PSNR is capped at this many dB where images are identical (perf.quality.IDENTICAL_DB).
+_MAX_PSNR_DB = 100.0
 
 
 class StoredRunError(ValueError):
@@ -113,6 +124,10 @@ def validate(data) -> str | None:
             return f"'{field}' is {type(data[field]).__name__}, not an object"
     if not isinstance(data.get("machine_info"), dict):
         return "'machine_info' is missing"
+    injected = (data.get("diffusers_perf") or {}).get("injected")
+    if injected:
+        names = ", ".join(injected) if isinstance(injected, dict) else str(injected)
+        return f"a run with faults injected on purpose ({names}), never a baseline"
     for field in ("software", "settings"):
         value = (data.get("diffusers_perf") or {}).get(field)
         if value is not None and not isinstance(value, dict):
@@ -127,46 +142,82 @@ def validate(data) -> str | None:
 def _validate_entry(bench) -> str | None:
     if not isinstance(bench, dict):
         return "is not an object"
-    if not isinstance(bench.get("fullname"), str):
-        return "lacks 'fullname'"
+    for field in ("fullname", "name"):
+        if not isinstance(bench.get(field), str):
+            return f"lacks '{field}'"
+    for field in ("group", "param"):
+        if bench.get(field) is not None and not isinstance(bench[field], str):
+            return f"'{field}' is {bench[field]!r}, not a string"
     stats = bench.get("stats")
-    if not isinstance(stats, dict) or "median" not in stats:
-        return "lacks 'stats.median'"
+    if not isinstance(stats, dict):
+        return "lacks 'stats'"
+    problem = _validate_stats(stats)
+    if problem:
+        return problem
+    extra = bench.get("extra_info")
+    if not isinstance(extra, dict):
+        return "lacks 'extra_info', which says how it was measured"
+    for field in _IDENTITY_NAMES:
+        if not isinstance(extra.get(field), str) or not extra[field]:
+            return f"'extra_info.{field}' is {extra.get(field)!r}: it does not say how it was measured"
+    for field in _IDENTITY_COUNTS:
+        if not _count(extra.get(field), 1):
+            return f"'extra_info.{field}' is {extra.get(field)!r}: it does not say how it was measured"
+    gpu = extra.get("gpu_seconds")
+    if gpu is not None and not (isinstance(gpu, list) and finite_positive(gpu)):
+        return "'extra_info.gpu_seconds' holds a value that is not a finite positive number of seconds"
+    memory = extra.get("peak_memory_bytes")
+    if memory is not None and not _count(memory, 0):
+        return f"'extra_info.peak_memory_bytes' is {memory!r}, not a byte count"
+    found = extra.get("counters")
+    if found is not None and not (isinstance(found, dict) and all(_count(v, 0) for v in found.values())):
+        return "'extra_info.counters' is not an object of counts"
+    problem = _validate_quality(extra.get("quality"))
+    if problem:
+        return problem
+    for field in ("params", "options"):
+        if bench.get(field) is not None and not isinstance(bench[field], dict):
+            return f"'{field}' is {type(bench[field]).__name__}, not an object"
+    return None
+
+
+def _validate_stats(stats: dict) -> str | None:
     for field in _STATS_NUMBERS:
-        if field in stats and not _number(stats[field], positive=field in ("median", "min", "mean")):
-            return f"'stats.{field}' is {stats[field]!r}, not a finite number"
-    if not _number(stats["median"], positive=True):
-        return f"'stats.median' is {stats['median']!r}, not a finite positive number"
-    if "stddev" in stats and not _number(stats["stddev"]):
-        return f"'stats.stddev' is {stats['stddev']!r}, not a finite number"
-    if "rounds" in stats and not (isinstance(stats["rounds"], int) and not isinstance(stats["rounds"], bool)
-                                  and stats["rounds"] >= 1):
-        return f"'stats.rounds' is {stats['rounds']!r}, not a count"
+        if field not in stats:
+            return f"lacks 'stats.{field}'"
+        if not _number(stats[field], positive=field in _STATS_POSITIVE):
+            return f"'stats.{field}' is {stats[field]!r}, not a finite {'positive ' * (field in _STATS_POSITIVE)}number"
+    for field, least in _STATS_COUNTS.items():
+        if not _count(stats.get(field), least):
+            return f"'stats.{field}' is {stats.get(field)!r}, not a count"
+    if not isinstance(stats.get("outliers"), str) or not _OUTLIERS.match(stats["outliers"]):
+        return f"'stats.outliers' is {stats.get('outliers')!r}, not pytest-benchmark's 'N;M'"
     data = stats.get("data")
     if not isinstance(data, list) or not data:
         return "lacks the raw rounds 'stats.data' the rank test needs"
     if not finite_positive(data):
         return "'stats.data' holds a value that is not a finite positive number of seconds"
-    extra = bench.get("extra_info")
-    if extra is not None and not isinstance(extra, dict):
-        return f"'extra_info' is {type(extra).__name__}, not an object"
-    extra = extra or {}
-    if "stage" in extra and not isinstance(extra["stage"], str):
-        return f"'extra_info.stage' is {extra['stage']!r}, not a name"
-    gpu = extra.get("gpu_seconds")
-    if gpu is not None and not (isinstance(gpu, list) and finite_positive(gpu)):
-        return "'extra_info.gpu_seconds' holds a value that is not a finite positive number of seconds"
-    memory = extra.get("peak_memory_bytes")
-    if memory is not None and not (isinstance(memory, int) and not isinstance(memory, bool) and memory >= 0):
-        return f"'extra_info.peak_memory_bytes' is {memory!r}, not a byte count"
-    found = extra.get("counters")
-    if found is not None and not (isinstance(found, dict) and all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in found.values())):
-        return "'extra_info.counters' is not an object of counts"
-    for field in ("params", "options"):
-        if bench.get(field) is not None and not isinstance(bench[field], dict):
-            return f"'{field}' is {type(bench[field]).__name__}, not an object"
     return None
+
+
+def _validate_quality(quality) -> str | None:
+    """``extra_info.quality`` (perf.quality): PSNR and SSIM of real images, or absent (older files)."""
+    if quality is None:
+        return None
+    if not isinstance(quality, dict) or not isinstance(quality.get("reference"), str):
+        return "'extra_info.quality' is not an object naming its reference stage"
+    psnr, ssim, floor = quality.get("psnr_db"), quality.get("ssim"), quality.get("min_psnr_db")
+    if not _number(psnr) or psnr > _MAX_PSNR_DB:
+        return f"'extra_info.quality.psnr_db' is {psnr!r}, not a PSNR in dB (0 to {_MAX_PSNR_DB:g})"
+    if not isinstance(ssim, (int, float)) or isinstance(ssim, bool) or not -1.0 <= ssim <= 1.0:
+        return f"'extra_info.quality.ssim' is {ssim!r}, not an SSIM (-1 to 1)"
+    if floor is not None and (not _number(floor) or floor > _MAX_PSNR_DB):
+        return f"'extra_info.quality.min_psnr_db' is {floor!r}, not a PSNR in dB"
+    return None
+
+
+def _count(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def _number(value, positive: bool = False) -> bool:
@@ -210,17 +261,26 @@ def check_save_name(name: str) -> str | None:
 
 
 def check_writable_folder(folder: Path, what: str) -> str | None:
-    """Why files could not be written into ``folder`` (made if missing); None if they can."""
-    existing = folder
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        return f"{what} {folder}: {existing} is a file, not a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{what} {folder}: {existing} is not writable"
+    """Why files could not be written into ``folder``; None if they can.
+
+    Tried for real: the folder is made if missing and a file created and removed in it, since
+    ``os.access`` says yes to root on a read-only or pseudo file system (``/proc``)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".", suffix=PARTIAL_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        return f"{what} {short_path(folder)}: a part of it is a file, not a folder"
+    except OSError as exc:
+        return f"{what} {short_path(folder)}: cannot write there ({exc.strerror or exc})"
     return None
+
+
+def short_path(path) -> str:
+    """A path short enough for one line: a 300-character path is shown by its ends."""
+    text = str(path)
+    return text if len(text) <= 100 else f"{text[:48]}...{text[-48:]}"
 
 
 @contextlib.contextmanager

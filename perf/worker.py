@@ -1,9 +1,12 @@
 """One stage in its own process, for A/B runs: the worker side and the client that drives it.
 
 An A/B run (:mod:`perf.ab`) needs each side's pipeline alive in its own interpreter (the
-candidate is this environment, the reference another venv's Python) and rounds that alternate
-between them. A worker builds one stage's pipeline once, warms it up, then answers requests, one
-JSON object per line on stdin, one per line on its own copy of stdout:
+candidate is this environment, the reference another venv's Python, or a wrapper script that
+runs it) and rounds that alternate between them. A worker builds one stage's pipeline once,
+warms it up, then answers requests, one JSON object per line, over a pair of pipes of its own
+(file descriptors inherited from the parent, named on its command line). Never stdin and
+stdout: a wrapper script that echoes a banner, a site hook or a library that prints at import
+would write into the protocol.
 
 ``{"op": "hello"}``
     the worker's software and hardware (for the report's versions of each side)
@@ -16,9 +19,10 @@ JSON object per line on stdin, one per line on its own copy of stdout:
     the image guard on the last images, then GPU busy time and the host-work counters of extra
     rounds, as the in-process ladder measures them (:mod:`perf.timing`)
 
-Anything the libraries print goes to stderr, so stdout carries only the protocol. A failure
-answers ``{"error": "<one line>"}``. A process that dies (a segfault, a sticky CUDA error that
-poisons every later call) fails its stage alone: the next stage starts fresh workers.
+A failure answers ``{"error": "<one line>"}``. A process that dies (a segfault, a sticky CUDA
+error that poisons every later call), answers something that is not the protocol, or does not
+answer within its request's time limit (:meth:`Worker.request`, scaled from the stage's own
+measured time by :mod:`perf.ab`) fails its stage alone: the next stage starts fresh workers.
 
 The worker imports only this package, torch and diffusers, never pytest: it runs under the
 reference environment's interpreter with this package on ``PYTHONPATH``.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -37,6 +42,7 @@ import time
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # put on the reference's PYTHONPATH
+PROBE_MARK = "diffusers-perf-probe: "  # the interpreter check's answer, among whatever else is printed
 
 class WorkerDied(RuntimeError):
     """The worker process ended or answered an error; the message is one line."""
@@ -111,22 +117,24 @@ def serve(requests, reply) -> None:
                 reply({"error": describe(request.get("stage") or state.get("name") or "?", f"in the worker ({op})", exc)})
 
 
-def main() -> None:
-    protocol = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # print() of the libraries goes to stderr from here on
+def main(argv: list[str]) -> None:
+    """``python -m perf.worker REQUESTS_FD REPLIES_FD``: the protocol over the two inherited pipes."""
+    requests = os.fdopen(int(argv[0]), "r", buffering=1)
+    replies = os.fdopen(int(argv[1]), "w", buffering=1)
+    os.dup2(2, 1)  # whatever the libraries print goes to stderr, never near the protocol
     sys.stdout = sys.stderr
 
     def reply(message: dict) -> None:
-        protocol.write(json.dumps(message) + "\n")
+        replies.write(json.dumps(message) + "\n")
 
-    serve(sys.stdin, reply)
+    serve(requests, reply)
 
 
 # -- the client ---------------------------------------------------------------------------------
 
 
 class Worker:
-    """A worker process under ``python``, spoken to one request at a time."""
+    """A worker process under ``python``, spoken to one request at a time over its own pipes."""
 
     def __init__(self, python: str, side: str):
         self.side = side
@@ -137,22 +145,56 @@ class Worker:
         # take cores from the side that runs next: on the 2-core CPU machine the first rounds after
         # each switch were 2x slower. Passive waiting puts them to sleep.
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        self.process = subprocess.Popen([python, "-m", "perf.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        env=env, text=True, bufsize=1)
-
-    def request(self, op: str, **fields) -> dict:
+        requests_read, requests_write = os.pipe()
+        replies_read, replies_write = os.pipe()
         try:
-            self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
-            self.process.stdin.flush()
-            line = self.process.stdout.readline()
+            self.process = subprocess.Popen(
+                [python, "-m", "perf.worker", str(requests_read), str(replies_write)],
+                pass_fds=(requests_read, replies_write), stdin=subprocess.DEVNULL, stdout=2, env=env)
+        finally:
+            os.close(requests_read)
+            os.close(replies_write)
+        self._requests = os.fdopen(requests_write, "w", buffering=1)
+        self._replies = replies_read
+        self._buffer = b""
+
+    def request(self, op: str, timeout: float, **fields) -> dict:
+        """Send one request and wait at most ``timeout`` seconds for its answer."""
+        try:
+            self._requests.write(json.dumps({"op": op, **fields}) + "\n")
+            self._requests.flush()
         except (BrokenPipeError, OSError):
-            line = ""
+            raise WorkerDied(f"the {self.side} worker died before {op!r} ({self._exit()})") from None
+        line = self._readline(timeout)
+        if line is None:
+            self.process.kill()
+            raise WorkerDied(f"the {self.side} worker did not answer {op!r} within {timeout:.0f} s (killed)")
         if not line:
             raise WorkerDied(f"the {self.side} worker died during {op!r} ({self._exit()})")
-        answer = json.loads(line)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise WorkerDied(f"the {self.side} worker answered {op!r} with something that is not the protocol: "
+                             f"{line[:80]!r}")
         if "error" in answer:
             raise WorkerDied(f"{self.side}: {answer['error']}")
         return answer
+
+    def _readline(self, timeout: float) -> str | None:
+        """The next line of replies; "" at end of file, None when ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._replies], [], [], left)[0]:
+                return None
+            chunk = os.read(self._replies, 65536)
+            if not chunk:
+                return ""
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
 
     def _exit(self) -> str:
         try:
@@ -168,14 +210,16 @@ class Worker:
         return f"exit status {code}"
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._requests.close()
         if self.process.poll() is None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        with contextlib.suppress(OSError):
+            os.close(self._replies)
 
 
 def resolve(python: str) -> str:
@@ -196,15 +240,18 @@ def check_python(python: str) -> str | None:
         return f"{python} is not an executable file: pass the reference environment's bin/python"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    # The answer is one marked line: a wrapper script or a site hook may print around it.
     probe = ("import sys\nfor name in ('torch', 'diffusers', 'perf.worker'):\n"
              "    try:\n        __import__(name)\n"
-             "    except Exception as exc:\n        print('missing', name, type(exc).__name__); sys.exit(3)\n"
-             "print('ok', sys.version.split()[0])")
+             f"    except Exception as exc:\n        print('{PROBE_MARK}missing', name, type(exc).__name__); "
+             "sys.exit(3)\n"
+             f"print('{PROBE_MARK}ok', sys.version.split()[0])")
     try:
         done = subprocess.run([str(path), "-c", probe], capture_output=True, text=True, env=env, timeout=300)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"{python} is not a Python interpreter ({type(exc).__name__}: {exc})"
-    words = done.stdout.split()
+    marked = [line[len(PROBE_MARK):] for line in done.stdout.splitlines() if line.startswith(PROBE_MARK)]
+    words = marked[-1].split() if marked else []
     if done.returncode == 3 and words[:1] == ["missing"]:
         what = words[1] if len(words) > 1 else "a module"
         hint = "this suite's worker code (perf.worker) does not import there" if what == "perf.worker" else \
@@ -216,4 +263,4 @@ def check_python(python: str) -> str | None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

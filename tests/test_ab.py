@@ -167,3 +167,36 @@ def test_faults_reach_only_the_injected_side():
     assert session.injected("candidate", "fp32") == {}
     assert session.injected("reference", "fp32") == {"host_delay": 0.1, "crash_after_rounds": 2}
     assert session.injected("reference", "bf16") == {"host_delay": 0.1}  # the crash: first stage only
+
+
+def wrapper(tmp_path, body: str) -> str:
+    """A reference given as a shell script that runs this interpreter, as CI setups do."""
+    script = tmp_path / "reference-python"
+    script.write_text(f"#!/bin/sh\n{body}\nexec {sys.executable} \"$@\"\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_reference_that_prints_at_start_or_runs_through_a_wrapper_still_speaks_the_protocol(suite, tmp_path):
+    """A banner from the wrapper script and a print from a site hook at every start-up: neither
+    reaches the worker's protocol, and the interpreter check accepts the wrapper."""
+    hooks = tmp_path / "site-hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text("print('site hook says hello')\n")
+    reference = wrapper(tmp_path, f"echo 'welcome to the reference venv'\nexport PYTHONPATH={hooks}:$PYTHONPATH")
+    result = suite.run("--perf-stages=bf16", f"--perf-reference-python={reference}", *AB)
+    assert result.ret == 0, result.stdout.str()
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert suite.last_line(result).startswith("diffusers-perf: PASS, A/B: 1 of 1 stages compared")
+
+
+def test_a_reference_that_never_answers_fails_its_stage_alone_in_one_line(suite, tmp_path):
+    # The interpreter check (python -c) passes; the worker (python -m perf.worker) hangs.
+    reference = wrapper(tmp_path, 'if [ "$1" = "-m" ]; then exec sleep 600; fi')
+    result = suite.run("--perf-stages=bf16", f"--perf-reference-python={reference}", *AB,
+                       "--perf-worker-timeout=1")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*bf16: failed — A/B bf16: the reference worker did not answer 'hello' within 5 s "
+                                 "(killed), at starting the reference*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert suite.last_line(result).startswith("diffusers-perf: FAIL, A/B: 0 of 1 stages compared")

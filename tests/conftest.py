@@ -32,6 +32,11 @@ class Suite:
 
     def run(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True) -> pytest.RunResult:
         """``plugins`` maps module names to their source, loaded with ``-p`` (fault injection)."""
+        return self.pytester.runpytest_subprocess(*self.arguments(*args, plugins=plugins, storage=storage),
+                                                  timeout=600)
+
+    def arguments(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True) -> list[str]:
+        """The command line of :meth:`run`, after ``pytest``."""
         extra = (f"--benchmark-storage=file://{self.storage}",) if storage and not any(
             arg.startswith("--benchmark-storage") for arg in args) else ()
         model = any(arg.startswith("--perf-model") for arg in args)
@@ -43,7 +48,7 @@ class Suite:
         for name, source in (plugins or {}).items():
             self.pytester.makepyfile(**{name: source})
             extra += ("-p", name)
-        return self.pytester.runpytest_subprocess(str(PERF), *FAST, *extra, *args, timeout=600)
+        return [str(PERF), *FAST, *extra, *args]
 
     def saved(self) -> list[Path]:
         return sorted(self.storage.rglob("*.json"))

@@ -156,7 +156,8 @@ def _validate_entry(bench) -> str | None:
         return problem
     extra = bench.get("extra_info")
     if not isinstance(extra, dict):
-        return "lacks 'extra_info', which says how it was measured"
+        return ("lacks 'extra_info', which says how it was measured" if extra is None
+                else f"'extra_info' is {type(extra).__name__}, not an object")
     for field in _IDENTITY_NAMES:
         if not isinstance(extra.get(field), str) or not extra[field]:
             return f"'extra_info.{field}' is {extra.get(field)!r}: it does not say how it was measured"
@@ -280,7 +281,7 @@ def check_writable_folder(folder: Path, what: str) -> str | None:
 def short_path(path) -> str:
     """A path short enough for one line: a 300-character path is shown by its ends."""
     text = str(path)
-    return text if len(text) <= 100 else f"{text[:48]}...{text[-48:]}"
+    return text if len(text) <= 240 else f"{text[:100]}...{text[-100:]}"
 
 
 @contextlib.contextmanager

@@ -40,6 +40,7 @@ class Side:
     python: str
     software: dict = dataclasses.field(default_factory=dict)
     rounds: list[float] = dataclasses.field(default_factory=list)  # in the order they ran
+    step_timing: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # perf.steps.FIELDS, per round
     warmup_seconds: list[float] = dataclasses.field(default_factory=list)
     gpu_seconds: list[float] = dataclasses.field(default_factory=list)
     counters: dict = dataclasses.field(default_factory=dict)
@@ -68,6 +69,13 @@ class ABResult:
         if not self.candidate or not self.reference:
             return []
         return [c / r for c, r in zip(self.candidate.rounds, self.reference.rounds)]
+
+    def step_ratios(self, field: str) -> list[float]:
+        """The same pairs on one per-step statistic (:data:`perf.steps.FIELDS`), where both sides timed steps."""
+        if not self.candidate or not self.reference:
+            return []
+        ours, theirs = self.candidate.step_timing.get(field, []), self.reference.step_timing.get(field, [])
+        return [c / r for c, r in zip(ours, theirs)] if len(ours) == len(theirs) == len(self.ratios) else []
 
 
 def pair_order(pairs: int) -> list[tuple[str, str]]:
@@ -116,6 +124,8 @@ class Session:
         inject = {}
         if s.inject_host_delay:
             inject["host_delay"] = s.inject_host_delay
+        if s.inject_step_delay:
+            inject["step_delay"] = s.inject_step_delay  # a fraction of that side's own fastest step
         if s.inject_crash and name == s.stages[0]:
             inject["crash_after_rounds"] = 2
         return inject
@@ -164,7 +174,10 @@ class Session:
                 for side in order:
                     step = f"round {i * 2 + order.index(side) + 1} of {pairs * 2} ({side})"
                     limit = max(floor, ROUND_TIMEOUT_FACTOR * round_seconds[side])
-                    sides[side].rounds.append(workers[side].request("round", timeout=limit)["seconds"])
+                    answer = workers[side].request("round", timeout=limit)
+                    sides[side].rounds.append(answer["seconds"])
+                    for field, value in (answer.get("steps") or {}).items():
+                        sides[side].step_timing.setdefault(field, []).append(value)
             for side in SIDES:
                 step = f"profiling the {side}"
                 extra_rounds = self.settings.budget.gpu_rounds + 2  # profiled, then counted

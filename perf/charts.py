@@ -8,6 +8,8 @@ in the report itself.
 * The **ladder chart** is the guide's table drawn: one bar per stage for its median latency,
   its speed-up over ``fp32`` in the stage's label, and a line for its GPU busy time, so the gap
   between bar and line is the time the GPU waited on the host.
+* The **components chart**: per stage, the medians of its rounds' parts (:mod:`perf.steps`): the
+  prompt and first step, the denoising steps after it, the VAE decode and postprocessing.
 * A **trend chart** per stage: its median in every stored run of this hardware that measured it
   the same way (:func:`perf.baselines.trend`), oldest first, then this run.
 """
@@ -54,6 +56,21 @@ def ladder(stages: list[tuple[str, float, float | None]], title: str, root: str 
         drawn = "median latency (bars) and GPU busy time (line)"
     speedup = f"; labels give the speed-up over {root}" if reference else ""
     return Chart("ladder", f"Ladder: {drawn}{speedup}", "\n".join(lines) + "\n")
+
+
+def components(stages: list[tuple[str, float, float, float]], title: str) -> Chart | None:
+    """``stages``: (name, first, denoising, after) in seconds, medians of each timed round's parts
+    (:mod:`perf.steps`): one line per part, so a reader sees where each stage's time goes."""
+    if not stages:
+        return None
+    top = _axis_max([max(first, denoising, after) for _, first, denoising, after in stages])
+    lines = ["xychart-beta", f"    title {_label(title)}",
+             f"    x-axis [{', '.join(_label(name) for name, *_ in stages)}]",
+             f'    y-axis "seconds per image" 0 --> {top}']
+    for index in (1, 2, 3):
+        lines.append(f"    line [{', '.join(f'{row[index]:.4f}' for row in stages)}]")
+    return Chart("components", "Where the time goes: the denoising steps (highest line, in most stages), "
+                               "the prompt and first step, the VAE decode and postprocessing", "\n".join(lines) + "\n")
 
 
 def trend(stage: str, points: list[tuple[str, float]]) -> Chart | None:

@@ -84,6 +84,24 @@ QUALITY_MIN_DROP_DB = 3.0
 #: 0.5421-0.5458 s) and 0.01 % (fp32), ``reports/h100/probe_profiler.log``.
 GPU_TIME_MIN_EFFECT = 0.03
 
+#: The per-step components of a timed round (:mod:`perf.steps`) the gate judges, each on the median
+#: over rounds of its per-round value, with its name in the verdict and the floor of its threshold
+#: per device. The denoising step is judged on each round's *fastest* step: the least disturbed
+#: sample of the denoiser's pace, which a per-step fault moves by its whole size while a noisy
+#: host moves mostly the slower steps (H200 probe: fastest step robust CV 2.2 % where whole
+#: generations spread 4.8 %). ``first`` holds the prompt's encoding and the first step, ``after``
+#: the VAE decode and postprocessing; both are fewer, longer samples, with wider floors. Floors
+#: measured: ``reports/cpu/steps/`` and ``reports/h200/steps/``.
+STEP_COMPONENTS = {
+    "step_fastest": ("denoising step", "fastest step of each round"),
+    "first": ("prompt and first step", "call to the first step's end"),
+    "after": ("VAE decode and postprocessing", "last step's end to the images"),
+}
+STEP_MIN_EFFECT = {
+    "cuda": {"step_fastest": 0.04, "first": 0.10, "after": 0.25},
+    "cpu": {"step_fastest": 0.50, "first": 0.60, "after": 0.60},
+}
+
 #: Significance level of the rank test on GPU busy time, where wall time keeps :data:`ALPHA`. What
 #: protects GPU time from false alarms is its floor, not the test: over nine unchanged H100 ladders
 #: its rounds within a run spread at most 1.0 % and its medians between runs 1.2 %, well under the
@@ -235,6 +253,7 @@ class Verdict:
     gpu: LatencyComparison | None = None  # GPU busy time, where both runs profiled it
     baseline: str | None = None  # the stored run's file name
     counter_changes: list = dataclasses.field(default_factory=list)  # perf.counters.Change, all of them
+    steps: dict = dataclasses.field(default_factory=dict)  # STEP_COMPONENTS field -> LatencyComparison
     failing: bool = False
     headline: str = ""  # the shortest form of the problem, for the final line
 
@@ -313,7 +332,9 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     base_mem, mem = (bench.get("extra_info") or {}).get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
 
+    steps = compare_steps(bench, result.extra, stage_plan, device)
     problems = [_regression_detail("latency", latency)] if latency.regressed else []
+    problems += [_step_detail(field, comparison) for field, comparison in steps.items() if comparison.regressed]
     problems += _gpu_and_memory_problems(gpu, base_mem, mem)
     problems += _compare_fail(policy.compare_fail, result.rounds, bench["stats"])
     changes = counters.compare((bench.get("extra_info") or {}).get("counters") or {}, result.extra.get("counters") or {})
@@ -321,7 +342,7 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     problems += failing_counters
     problems += _quality_problems(bench, result.extra, stage_plan, source)
     fields.update(latency=latency, latency_median=latency_median, gpu=gpu, memory_ratio=memory_ratio,
-                  counter_changes=changes)
+                  counter_changes=changes, steps=steps)
     if problems:
         return _regression(name, problems, fields)
     suffix = _ok_suffix(gpu, notes + reported)
@@ -332,7 +353,39 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
         detail += f" (p={latency.p_slower:.2g})"
     detail += (f", median {(latency_median.ratio - 1) * 100:+.1f}% within "
                f"{latency_median.threshold * 100:.1f}%")
+    if "step_fastest" in steps:
+        step = steps["step_fastest"]
+        detail += f"; step {(step.ratio - 1) * 100:+.1f}% within {step.threshold * 100:.1f}%"
     return Verdict(name, "ok", detail + suffix, **fields)
+
+
+def step_timing(entry_or_extra: dict | None) -> dict:
+    """``extra_info.step_timing`` of a stored entry (or of a result's extra), or {}."""
+    extra = (entry_or_extra or {}).get("extra_info", entry_or_extra) or {}
+    found = extra.get("step_timing") if isinstance(extra, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) -> dict[str, LatencyComparison]:
+    """Each of :data:`STEP_COMPONENTS` that both runs timed, on its median over rounds, against its
+    floor and its own noise (within the baseline's rounds, and between the stored runs)."""
+    base, now = step_timing(bench), step_timing(extra)
+    floors = STEP_MIN_EFFECT.get(device, STEP_MIN_EFFECT["cpu"])
+    found = {}
+    for field in STEP_COMPONENTS:
+        before, after = base.get(field), now.get(field)
+        if not before or not after or not comparable(len(after), len(before)):
+            continue
+        history = [statistics.median(values) for values in (step_timing(entry).get(field)
+                                                             for entry in stage_plan.history) if values]
+        found[field] = compare_latency(before, after, floors[field], history)
+    return found
+
+
+def _step_detail(field: str, comparison: LatencyComparison) -> str:
+    name, what = STEP_COMPONENTS[field]
+    return (f"{name} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
+            f"({what}, median over rounds; rank test p={comparison.p_slower:.2g})")
 
 
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:
@@ -436,11 +489,20 @@ AB_STANDARD_ERRORS = 3.0
 AB_DEVICE_MIN_EFFECT = {"cpu": 0.35}
 
 
-def ab_threshold(ratios: list[float], device: str = "") -> float:
-    """The smallest slowdown of the median paired ratio the A/B gate fails, from the pairs' spread."""
+def ab_threshold(ratios: list[float], device: str = "", floor: float | None = None) -> float:
+    """The smallest slowdown of the median paired ratio the A/B gate fails, from the pairs' spread;
+    ``floor`` replaces the device's whole-stage floor (a per-step statistic has its own)."""
     spread = robust_cv(ratios) or 0.0
-    return max(AB_MIN_EFFECT, AB_DEVICE_MIN_EFFECT.get(device, 0.0),
-               AB_STANDARD_ERRORS * 1.2533 * spread / max(len(ratios), 1) ** 0.5)
+    floor = AB_DEVICE_MIN_EFFECT.get(device, 0.0) if floor is None else floor
+    return max(AB_MIN_EFFECT, floor, AB_STANDARD_ERRORS * 1.2533 * spread / max(len(ratios), 1) ** 0.5)
+
+
+def paired(ratios: list[float], limit: float) -> LatencyComparison:
+    """Candidate over reference, pair by pair: the median ratio, the signed-rank test, its CI."""
+    logs = [math.log(r) for r in ratios]
+    return LatencyComparison(ratio=statistics.median(ratios), threshold=limit, p_slower=signed_rank_p(logs),
+                             p_faster=signed_rank_p([-x for x in logs]), ci=bootstrap_median_ci(ratios),
+                             baseline_cv=robust_cv(ratios), statistic=PAIRED)
 
 
 def judge_ab(name: str, result, policy: Policy) -> Verdict:
@@ -455,11 +517,13 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     ratios = result.ratios
     if not ratios or 0.5 ** len(ratios) > ALPHA:
         return not_compared(name, f"{len(ratios)} pairs: the signed-rank test cannot reach p <= {ALPHA}", policy)
-    logs = [math.log(r) for r in ratios]
-    latency = LatencyComparison(
-        ratio=statistics.median(ratios), threshold=ab_threshold(ratios, result.device_type),
-        p_slower=signed_rank_p(logs), p_faster=signed_rank_p([-x for x in logs]),
-        ci=bootstrap_median_ci(ratios), baseline_cv=robust_cv(ratios), statistic=PAIRED)
+    latency = paired(ratios, ab_threshold(ratios, result.device_type))
+    steps = {}
+    for field in STEP_COMPONENTS:
+        pairs = result.step_ratios(field)
+        if len(pairs) == len(ratios):
+            steps[field] = paired(pairs, ab_threshold(pairs, result.device_type, STEP_MIN_EFFECT.get(
+                result.device_type, STEP_MIN_EFFECT["cpu"])[field]))
     gpu = None
     if (candidate.gpu_seconds and reference.gpu_seconds
             and comparable(len(candidate.gpu_seconds), len(reference.gpu_seconds), GPU_TIME_ALPHA)):
@@ -468,8 +532,9 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
     changes = counters.compare(reference.counters or {}, candidate.counters or {})
     fields = dict(latency=latency, gpu=gpu, memory_ratio=memory_ratio, counter_changes=changes,
-                  baseline_median=reference.median, baseline="reference")
+                  baseline_median=reference.median, baseline="reference", steps=steps)
     problems = [_regression_detail("candidate/reference", latency)] if latency.regressed else []
+    problems += [_step_detail(field, comparison) for field, comparison in steps.items() if comparison.regressed]
     problems += _gpu_and_memory_problems(gpu, base_mem, mem)
     failing_counters, reported = _counter_lines(changes, result.steps)
     problems += failing_counters

@@ -80,6 +80,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perf-inject-host-work", metavar="FRACTION", type=float, default=0.0,
                     help="(proves the counters and the wall-time gate) Python calls worth FRACTION of the "
                          "baseline's wall seconds per step, in every scheduler step; needs --benchmark-compare")
+    group.addoption("--perf-inject-step-delay", metavar="FRACTION", type=float, default=0.0,
+                    help="(proves the step gate) burn host CPU in one C call (hashlib) at every denoising step's "
+                         "end, worth FRACTION of the baseline's fastest step: no Python calls, no ops, only "
+                         "time; needs --benchmark-compare")
     group.addoption("--perf-inject-recompile", action="store_true",
                     help="(proves the counters) make the compiled UNet recompile once: a guard it reads changes")
     group.addoption("--perf-inject-host-delay", metavar="SECONDS", type=float, default=0.0,
@@ -167,15 +171,18 @@ def settings_from(config: pytest.Config) -> Settings:
                 f"regression could ever fail; use at least {gate.fewest_rounds(alpha=alpha)}"
                 + (" (or 0 to turn GPU time off)" if option == "--perf-gpu-rounds" else "")
             )
-    for option in ("--perf-inject-slowdown", "--perf-inject-host-work"):
+    for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay"):
         fraction = get(option[2:].replace("-", "_"))
         if fraction < 0:
             raise pytest.UsageError(f"{option}: must be a fraction >= 0, got {fraction}")
         if fraction > 10:
             raise pytest.UsageError(f"{option}: {fraction} would make each stage {fraction + 1:.0f}x slower; "
                                     "a fraction such as 0.05 proves the gate")
-        if fraction and not get("benchmark_compare"):
-            raise pytest.UsageError(f"{option} sizes the injected work from a baseline: add --benchmark-compare")
+        ab_sized = option == "--perf-inject-step-delay" and get("perf_reference_python")  # from each side's own step
+        if fraction and not get("benchmark_compare") and not ab_sized:
+            raise pytest.UsageError(f"{option} sizes the injected work from a baseline: add --benchmark-compare"
+                                    + (" (or A/B: --perf-reference-python)" if option == "--perf-inject-step-delay"
+                                       else ""))
     if not -1 < get("perf_inject_quality") <= 10:
         raise pytest.UsageError(f"--perf-inject-quality: must be a fraction above -1 (the output x 1 + FRACTION), "
                                 f"got {get('perf_inject_quality')}; 0.2 proves the quality guard")
@@ -219,6 +226,7 @@ def settings_from(config: pytest.Config) -> Settings:
         inject_slowdown=slowdown,
         inject_sync=get("perf_inject_sync"),
         inject_host_work=get("perf_inject_host_work"),
+        inject_step_delay=get("perf_inject_step_delay"),
         inject_recompile=get("perf_inject_recompile"),
         inject_host_delay=get("perf_inject_host_delay"),
         inject_side=get("perf_inject_side"),
@@ -247,6 +255,7 @@ def _check_numbers(get) -> None:
                                ("--perf-host-drift", get("perf_host_drift"), "0 or more"),
                                ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0"),
                                ("--perf-inject-host-work", get("perf_inject_host_work"), "a fraction >= 0"),
+                               ("--perf-inject-step-delay", get("perf_inject_step_delay"), "a fraction >= 0"),
                                ("--perf-inject-host-delay", get("perf_inject_host_delay"), "seconds >= 0"),
                                ("--perf-inject-quality", get("perf_inject_quality"), "a fraction")):
         if value is not None and not math.isfinite(value):

@@ -27,6 +27,7 @@ import dataclasses
 import datetime
 import os
 import platform
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -191,8 +192,11 @@ def _configure(config: pytest.Config) -> None:
                          host_drift=settings.host_drift, gpu_rounds=settings.budget.gpu_rounds,
                          compare_fail=tuple(opt.benchmark_compare_fail or ()))
     opt.benchmark_compare_fail = None  # judged by the gate, with the suite's rule: one verdict per stage
-    if (settings.inject_slowdown or settings.inject_host_work) and (plan is None or not plan.baselines()):
-        raise pytest.UsageError("--perf-inject-slowdown and --perf-inject-host-work size the injected work from a "
+    sized_from_baseline = settings.inject_slowdown or settings.inject_host_work or (
+        settings.inject_step_delay and settings.reference_python is None)  # A/B sizes it from each side's own step
+    if sized_from_baseline and (plan is None or not plan.baselines()):
+        raise pytest.UsageError("--perf-inject-slowdown, --perf-inject-host-work and --perf-inject-step-delay size "
+                                "the injected work from a "
                                 f"baseline, and none was found for this hardware; record one first with `{RECORD_COMMAND}`")
     session_ab = None
     if settings.reference_python is not None:
@@ -512,6 +516,14 @@ def _charts(config: pytest.Config, perf: PerfSession) -> list[charts.Chart]:
     measured = [(name, results[name].median, results[name].extra.get("gpu_median"))
                 for name in perf.settings.stages if name in results and results[name].median]
     drawn = [charts.ladder(measured, f"{perf.settings.label} on {perf.key}", stages.root(perf.settings.family))]
+    parts = []
+    for name in perf.settings.stages:
+        timing = results[name].extra.get("step_timing") if name in results else None
+        if timing:
+            median = {field: statistics.median(values) for field, values in timing.items()}
+            denoising = results[name].median - median["first"] - median["after"]
+            parts.append((name, median["first"], max(denoising, 0.0), median["after"]))
+    drawn.append(charts.components(parts, f"{perf.settings.label}: where each round's time goes"))
     if perf.plan is not None:  # compare mode read them before the run, so without this run's own file
         runs = perf.plan.runs
     else:

@@ -54,6 +54,32 @@ def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
     return table
 
 
+STEP_HEADERS = ("stage", "first ms", "step ms (fastest)", "step ms (median)", "after ms", "steps",
+                "step change", "step threshold", "first change", "after change")
+
+
+def step_rows(verdicts, results) -> list[tuple[str, ...]]:
+    """Where each stage's time goes (:mod:`perf.steps`): medians over its timed rounds of the
+    prompt and first step, of each round's fastest and median step, and of the VAE decode and
+    postprocessing; the changes against the baseline the gate judged them by."""
+    import statistics
+
+    table = []
+    for verdict in verdicts:
+        result = results.get(verdict.stage)
+        timing = (result.extra.get("step_timing") if result is not None else None) or {}
+        if not timing:
+            continue
+        ms = {field: statistics.median(values) * 1000 for field, values in timing.items() if values}
+        changes = {field: f"{(c.ratio - 1) * 100:+.1f}%" for field, c in (verdict.steps or {}).items()}
+        step = (verdict.steps or {}).get("step_fastest")
+        table.append((verdict.stage, f"{ms['first']:.1f}", f"{ms['step_fastest']:.2f}", f"{ms['step_median']:.2f}",
+                      f"{ms['after']:.1f}", str(result.extra.get("steps", "")), changes.get("step_fastest", ""),
+                      "" if step is None else f"{step.threshold * 100:.1f}%", changes.get("first", ""),
+                      changes.get("after", "")))
+    return table
+
+
 def _psnr(extra: dict) -> str:
     """PSNR against the reference stage: "=" where identical, the floor in brackets where declared."""
     similar = quality.stored(extra)
@@ -90,6 +116,10 @@ def _notes(verdicts, missing, context, skipped: bool = True) -> list[str]:
 
 def terminal(verdicts, results, missing, context, write_line, root: str = "fp32") -> None:
     _table([HEADERS] + rows(verdicts, results, root), write_line)
+    steps = step_rows(verdicts, results)
+    if steps:
+        write_line("")
+        _table([STEP_HEADERS] + steps, write_line)
     for note in _notes(verdicts, missing, context, skipped=False):
         write_line(f"  {note}")
 
@@ -115,6 +145,13 @@ def markdown(title: str, verdicts, results, missing, context, root: str = "fp32"
               "wall time / GPU time (from the stage's floor and its measured noise)")
     notes = _notes(verdicts, missing, context)
     lines += ["", f"_{legend}_"]
+    steps = step_rows(verdicts, results)
+    if steps:
+        lines += ["", "### Where the time goes", "", *_markdown_table(STEP_HEADERS, steps), "",
+                  "_first: from the call to the first step's end (prompt encoding, latents, step 1); step: "
+                  "each round's fastest and median denoising step; after: from the last step's end to the "
+                  "synchronized images (VAE decode, postprocessing); medians over the timed rounds. The gate "
+                  "judges the step on each round's fastest step._"]
     if notes:
         lines.append("")
         lines.extend(f"- {note}" for note in notes)
@@ -135,7 +172,7 @@ def append_summary(text: str, path: Path) -> None:
 # -- A/B ------------------------------------------------------------------------------------------
 
 AB_HEADERS = ("stage", "candidate s", "reference s", "pairs", "candidate/reference", "95% CI", "p", "threshold",
-              "GPU change", "verdict")
+              "step c/r", "step threshold", "GPU change", "verdict")
 
 
 def ab_rows(verdicts, session) -> list[tuple[str, ...]]:
@@ -145,6 +182,7 @@ def ab_rows(verdicts, session) -> list[tuple[str, ...]]:
         cand = result.candidate if result else None
         ref = result.reference if result else None
         latency = verdict.latency
+        step = (verdict.steps or {}).get("step_fastest")
         table.append((
             verdict.stage,
             _num(cand.median if cand else None, "{:.3f}"),
@@ -154,6 +192,8 @@ def ab_rows(verdicts, session) -> list[tuple[str, ...]]:
             f"{latency.ci[0]:.3f}-{latency.ci[1]:.3f}" if latency else "",
             f"{min(latency.p_slower, latency.p_faster):.2g}" if latency else "",
             _num(latency.threshold * 100 if latency else None, "+{:.1f}%"),
+            _num(step.ratio if step else None, "{:.3f}"),
+            _num(step.threshold * 100 if step else None, "+{:.1f}%"),
             "" if verdict.gpu is None else f"{(verdict.gpu.ratio - 1) * 100:+.1f}%",
             verdict.status,
         ))
@@ -206,6 +246,9 @@ def ab_json(verdicts, session) -> dict:
             entry.update(ratio=verdict.latency.ratio, threshold=verdict.latency.threshold,
                          p_slower=verdict.latency.p_slower, p_faster=verdict.latency.p_faster,
                          ci=list(verdict.latency.ci))
+        for field, comparison in (verdict.steps or {}).items():
+            entry.setdefault("steps", {})[field] = {"ratio": comparison.ratio, "threshold": comparison.threshold,
+                                                    "p_slower": comparison.p_slower}
         if result is not None:
             entry["ratios"] = result.ratios
             for side in ("candidate", "reference"):
@@ -213,7 +256,7 @@ def ab_json(verdicts, session) -> dict:
                 if data is not None:
                     entry[side] = {"rounds": data.rounds, "warmup_seconds": data.warmup_seconds,
                                    "gpu_seconds": data.gpu_seconds, "counters": data.counters,
-                                   "peak_memory_bytes": data.peak_memory_bytes,
+                                   "peak_memory_bytes": data.peak_memory_bytes, "step_timing": data.step_timing,
                                    "startup_seconds": data.startup_seconds}
         out["stages"][verdict.stage] = entry
     return out

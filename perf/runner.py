@@ -16,6 +16,7 @@ import torch
 
 from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, quality,
                stages, timing)
+from . import steps as steps_module
 from .settings import Settings
 from .stats import robust_cv
 
@@ -61,6 +62,7 @@ class Runner:
         self._hardware: dict | None = None
         self._reference: Any = None  # the reference stage's images (perf.quality), once made
         self.reference_problem: str | None = None  # why there are none
+        self.clock = steps_module.StepClock()  # the current stage's per-step timestamps (perf.steps)
 
     # -- building ----------------------------------------------------------------------------
 
@@ -117,6 +119,15 @@ class Runner:
         per_step = (extra.get("gpu_seconds_per_step") or extra.get("seconds_per_step")
                     or bench["stats"]["median"] / self.settings.steps)
         return self.settings.inject_slowdown * per_step
+
+    def _baseline_step_seconds(self, name: str) -> float:
+        """The baseline's median of each round's fastest step (``--perf-inject-step-delay`` is a fraction
+        of it); its wall time per step where it has no step timing."""
+        stage_plan = self.plans.get(name)
+        if stage_plan is None or stage_plan.entry is None:
+            return 0.0
+        fastest = ((stage_plan.entry.get("extra_info") or {}).get("step_timing") or {}).get("step_fastest")
+        return statistics.median(fastest) if fastest else self._baseline_seconds_per_step(name)
 
     def _baseline_seconds_per_step(self, name: str) -> float:
         stage_plan = self.plans.get(name)
@@ -181,7 +192,9 @@ class Runner:
     def generate(self, pipe, steps: int):
         s = self.settings
         generator = torch.Generator(self.device).manual_seed(pipelines.SEED)
-        extra = pipelines.SPECS[s.pipeline].call if s.model is None else {}
+        extra = dict(pipelines.SPECS[s.pipeline].call) if s.model is None else {}
+        if steps_module.supports(pipe):
+            extra["callback_on_step_end"] = self.clock.on_step_end
         return pipe(pipelines.PROMPT, num_inference_steps=steps, height=s.size, width=s.size,
                     num_images_per_prompt=s.batch, generator=generator, output_type="np", **extra).images
 
@@ -189,8 +202,12 @@ class Runner:
         s = self.settings
         recipe = s.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
+        self.clock = steps_module.StepClock()
+        if s.inject_step_delay:
+            inject.burn_every_step(self.clock, s.inject_step_delay * self._baseline_step_seconds(name))
         measured = timing.measure(benchmark, lambda: self.generate(pipe, s.steps), self.device, s.budget,
-                                  compiled=recipe.compile is not None, phase=self.progress.phase)
+                                  compiled=recipe.compile is not None, phase=self.progress.phase,
+                                  timed=self.clock.timed)
         rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         try:
             image_stats = guards.check_images(measured.result, name)
@@ -244,6 +261,9 @@ class Runner:
             "image_std": round(min(st.std for st in image_stats), 4),
             "cost_seconds": self.progress.costs(),
         }
+        step_timing = self.clock.summary()
+        if step_timing is not None:
+            extra["step_timing"] = step_timing
         if measured.counters:
             extra["counters"] = dict(measured.counters)
             if recipe.compile is not None:
@@ -262,7 +282,8 @@ class Runner:
             extra["injected_seconds_per_unet_call"] = self.injected_seconds_per_call(name)
         if s.inject_nan:
             extra["injected_nan"] = True
-        for fault in ("inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay", "inject_quality"):
+        for fault in ("inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay", "inject_quality",
+                      "inject_step_delay"):
             if getattr(s, fault):
                 extra[f"injected_{fault[len('inject_'):]}"] = getattr(s, fault)
         return extra

@@ -25,6 +25,7 @@ class Settings:
     inject_slowdown: float
     inject_sync: bool = False
     inject_host_work: float = 0.0
+    inject_step_delay: float = 0.0  # a fraction of the baseline's fastest step, burnt at each step's end
     inject_recompile: bool = False
     inject_host_delay: float = 0.0  # seconds
     inject_side: str = "candidate"  # A/B runs: which side the faults go into
@@ -75,7 +76,7 @@ class Settings:
 
     def without_faults(self) -> "Settings":
         """The same run with no injected fault: what A/B workers and the reference images build from."""
-        return dataclasses.replace(self, inject_nan=False, inject_slowdown=0.0, inject_sync=False, inject_host_work=0.0,
+        return dataclasses.replace(self, inject_nan=False, inject_slowdown=0.0, inject_sync=False, inject_host_work=0.0, inject_step_delay=0.0,
                                    inject_recompile=False, inject_host_delay=0.0, inject_crash=False,
                                    inject_quality=0.0, count_flops=False)
 

@@ -173,6 +173,10 @@ def _validate_entry(bench) -> str | None:
     found = extra.get("counters")
     if found is not None and not (isinstance(found, dict) and all(_count(v, 0) for v in found.values())):
         return "'extra_info.counters' is not an object of counts"
+    timing = extra.get("step_timing")
+    if timing is not None and not (isinstance(timing, dict) and all(
+            isinstance(v, list) and v and finite_positive(v) for v in timing.values())):
+        return "'extra_info.step_timing' is not an object of finite positive seconds per round"
     problem = _validate_quality(extra.get("quality"))
     if problem:
         return problem

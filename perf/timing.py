@@ -120,11 +120,13 @@ class Measurement:
 
 
 def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
-            compiled: bool, phase: Callable[..., None] = lambda text, cost=None: None) -> Measurement:
+            compiled: bool, phase: Callable[..., None] = lambda text, cost=None: None,
+            timed: Callable[[Callable], Callable] = lambda call: call) -> Measurement:
     """Warm up, plan the rounds, time ``generate`` through ``benchmark.pedantic``, then profile
     ``budget.gpu_rounds`` more calls for GPU busy time and one under the host-work counters
     (after, so neither profiler ever touches a timed round). ``phase`` hears each step as it
-    starts, with what it costs (:mod:`perf.progress`), never inside a timed round."""
+    starts, with what it costs (:mod:`perf.progress`), never inside a timed round; ``timed``
+    wraps the timed rounds alone (:meth:`perf.steps.StepClock.timed`)."""
     call = synchronized(generate, device)
     if benchmark.disabled:  # --benchmark-disable: run once, as a smoke test of the stage
         phase("generating once (--benchmark-disable)", "timing")
@@ -138,7 +140,7 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
     phase(f"timing {rounds} rounds (~{rounds * last:.0f} s)", "timing")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = benchmark.pedantic(call, rounds=rounds, warmup_rounds=0, iterations=1)
+    result = benchmark.pedantic(timed(call), rounds=rounds, warmup_rounds=0, iterations=1)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     gpu_seconds, counted = profile_and_count(call, device, budget, phase)
     return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,

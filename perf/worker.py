@@ -83,6 +83,10 @@ def serve(requests, reply) -> None:
                                                 device)
                     compiled = settings.recipe(name).compile is not None
                     warmups = timing.warm_up(call, settings.budget, compiled, settle=True)
+                    if injected.get("step_delay"):  # --perf-inject-step-delay: a fraction of this side's step
+                        runner.clock.timed(call)()
+                        fastest = runner.clock.rounds.pop().summary()["step_fastest"]
+                        inject.burn_every_step(runner.clock, injected["step_delay"] * fastest)
                     state.update(runner=runner, call=call, name=name, device=device, settings=settings, rounds=0,
                                  crash_after=injected.get("crash_after_rounds"), last=None)
                     peak = free = None
@@ -95,11 +99,15 @@ def serve(requests, reply) -> None:
                 elif op == "round":
                     if state["crash_after"] is not None and state["rounds"] >= state["crash_after"]:
                         os.kill(os.getpid(), signal.SIGSEGV)  # --perf-inject-crash: a segfault mid-stage
+                    clock = state["runner"].clock
+                    kept = len(clock.rounds)
+                    timed = clock.timed(state["call"])  # the round's steps (perf.steps), outside its seconds
                     start = time.perf_counter()
-                    state["last"] = state["call"]()
+                    state["last"] = timed()
                     seconds = time.perf_counter() - start
                     state["rounds"] += 1
-                    reply({"seconds": seconds})
+                    parts = clock.rounds[kept].summary() if len(clock.rounds) > kept else None
+                    reply({"seconds": seconds, "steps": parts})
                 elif op == "finish":
                     device, call, settings = state["device"], state["call"], state["settings"]
                     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None

@@ -1,0 +1,96 @@
+"""Per-step timing (perf/steps.py), the gate's step statistics, and the fault only timing can see."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from perf import baselines, gate, inject, steps
+from perf.runner import StageResult
+
+
+def test_a_round_is_split_at_its_steps_ends_and_only_wrapped_rounds_are_kept():
+    clock = steps.StepClock()
+
+    def generate(n=4, pause=0.002):
+        time.sleep(pause)  # the prompt
+        for step in range(n):
+            time.sleep(pause)
+            clock.on_step_end(None, step, step, {})
+        time.sleep(3 * pause)  # the VAE
+
+    generate()  # a warm-up: not recorded
+    timed = clock.timed(generate)
+    timed()
+    timed()
+    assert len(clock.rounds) == 2
+    first = clock.rounds[0]
+    assert len(first.steps) == 3 and first.first >= 0.004 and first.after >= 0.006
+    summary = clock.summary()
+    assert sorted(summary) == sorted(steps.FIELDS) and all(len(v) == 2 for v in summary.values())
+    assert summary["step_fastest"][0] <= summary["step_median"][0]
+
+
+def test_pipelines_with_a_step_callback_are_recognised():
+    class WithCallback:
+        def __call__(self, prompt, callback_on_step_end=None):
+            pass
+
+    assert steps.supports(WithCallback())
+    assert not steps.supports(lambda prompt: None)
+
+
+def test_the_step_delay_is_one_c_call_and_no_python_call():
+    clock = steps.StepClock()
+    size = inject.burn_every_step(clock, 0.002)
+    assert size > 0
+    events = []
+
+    def profiler(frame, event, arg):
+        events.append((event, getattr(arg, "__name__", frame.f_code.co_name)))
+
+    sys.setprofile(profiler)
+    try:
+        clock.on_step_end(None, 0, 0, {})
+    finally:
+        sys.setprofile(None)
+    calls = [name for event, name in events if event == "call"]
+    assert calls == ["on_step_end"], events  # the callback itself, which every round makes anyway
+    start = time.perf_counter()
+    for _ in range(20):
+        clock.burn()
+    assert (time.perf_counter() - start) / 20 > 0.0005  # it does take time
+
+
+def entry(fastest, first=0.05, after=0.02, rounds=8):
+    data = [first + after + 10 * fastest] * rounds
+    return {"stats": {"median": data[0], "min": data[0], "data": data},
+            "extra_info": {"step_timing": {"first": [first] * rounds, "after": [after] * rounds,
+                                           "step_fastest": [fastest * (1 + 0.002 * i) for i in range(rounds)],
+                                           "step_median": [fastest * 1.05] * rounds}}}
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_the_gate_fails_a_slower_step_on_its_own_line_and_passes_an_unchanged_one(device):
+    base = entry(0.0260)
+    plan = baselines.StagePlan("sdpa", entry=base, history=[base])
+    floor = gate.STEP_MIN_EFFECT[device]["step_fastest"]
+    for scale, failing in ((1.0, False), (1 + floor + 0.04, True)):
+        now = entry(0.0260 * scale)
+        result = StageResult("sdpa", "passed", rounds=now["stats"]["data"],
+                             extra=dict(now["extra_info"], device=device))
+        compared = gate.compare_steps(base, result.extra, plan, device)
+        assert set(compared) == {"step_fastest", "first", "after"}
+        assert compared["step_fastest"].regressed is failing
+        assert not compared["first"].regressed and not compared["after"].regressed
+        line = gate._step_detail("step_fastest", compared["step_fastest"])
+        assert line.startswith("denoising step +") and "fastest step of each round" in line
+
+
+def test_a_baseline_without_step_timing_is_judged_on_the_rest():
+    base = entry(0.026)
+    del base["extra_info"]["step_timing"]
+    now = entry(0.030)
+    assert gate.compare_steps(base, now["extra_info"], baselines.StagePlan("sdpa", entry=base), "cuda") == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
@@ -94,3 +95,25 @@ def test_a_baseline_without_step_timing_is_judged_on_the_rest():
     del base["extra_info"]["step_timing"]
     now = entry(0.030)
     assert gate.compare_steps(base, now["extra_info"], baselines.StagePlan("sdpa", entry=base), "cuda") == {}
+
+
+# -- whole runs on CPU --------------------------------------------------------------------------------
+
+
+def test_a_fault_only_timing_can_see_fails_the_step_gate_stored_and_in_a_b(suite):
+    """A burn of host time at every step's end (no call, no op) fails on its own line, in the
+    stored gate and in A/B, sized well above the CPU floors (the 2-core host drifts 40 % between
+    runs; reports/cpu/steps/); the run records each round's components."""
+    fast = ("--perf-stages=fp32", "--perf-size=32")
+    assert suite.run(*fast, "--benchmark-save=base").ret == 0
+    [saved] = suite.saved()
+    timing = json.loads(saved.read_text())["benchmarks"][0]["extra_info"]["step_timing"]
+    assert sorted(timing) == sorted(steps.FIELDS) and len(timing["first"]) >= 6
+    slow = suite.run(*fast, "--benchmark-compare", "--perf-inject-step-delay=2.0")
+    assert slow.ret == pytest.ExitCode.TESTS_FAILED, slow.stdout.str()
+    slow.stdout.fnmatch_lines(["REGRESSION fp32: *denoising step +*> threshold *(fastest step of each round*"])
+    assert "Where the time goes" in (suite.pytester.path / "perf-report.md").read_text()
+    ab = suite.run(*fast, "-k", "test_ab", f"--perf-reference-python={sys.executable}",
+                   "--perf-max-rounds=12", "--perf-report=none", "--perf-inject-step-delay=2.0")
+    assert ab.ret == pytest.ExitCode.TESTS_FAILED, ab.stdout.str()
+    ab.stdout.fnmatch_lines(["REGRESSION fp32 (A/B): *denoising step +*"])

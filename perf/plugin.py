@@ -92,7 +92,6 @@ class PerfSession:
                 for name in self.settings.stages if name in selected]
 
 
-
 def _verdict(stage: str, status: outcome.Status, detail: str, failing: bool) -> gate.Verdict:
     return gate.Verdict(stage, status, detail, failing=failing, headline=f"{stage} {status}" if failing else "")
 

@@ -69,6 +69,7 @@ class PerfSession:
     session: pytest.Session | None = None
     json_target: object = None  # --benchmark-json: written by the suite (_write_json), never by pytest-benchmark
     report_written: bool = False
+    deselected: bool = False  # some stage's test was deselected (-k, -m)
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
         """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
@@ -261,6 +262,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 perf.nodes[item.nodeid] = (kind, params[kind])
     if perf.nodes:
         perf.runner.progress = progress.Progress(progress.pytest_writer(session.config), total=len(perf.nodes))
+
+
+def pytest_deselected(items) -> None:
+    """Stages deselected (-k, -m) are not the run's to judge, but a run that deselected every
+    stage still owes its last line (in compare mode: nothing was compared)."""
+    perf: PerfSession | None = _perf_of_current()
+    if perf is not None and any(PERF_DIR in Path(str(item.path)).resolve().parents for item in items):
+        perf.deselected = True
 
 
 def pytest_runtest_logstart(nodeid: str, location) -> None:
@@ -580,7 +589,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if perf in _CURRENT:
         _CURRENT.remove(perf)
     terminal = config.pluginmanager.get_plugin("terminalreporter")
-    if perf.session is None or config.option.collectonly or not (perf.nodes or perf.verdicts or perf.ab_verdicts):
+    if perf.session is None or config.option.collectonly or not (
+            perf.nodes or perf.deselected or perf.verdicts or perf.ab_verdicts):
         return
     run = outcome.Run(
         verdicts=perf.settled(LADDER), ab_verdicts=perf.settled(AB), compare=perf.policy.compare,

@@ -231,6 +231,9 @@ def test_nothing_timed_in_compare_mode_fails_and_outputs_not_written_fail_the_ru
         assert result.ret == pytest.ExitCode.TESTS_FAILED, (how, result.stdout.str())
         line = suite.last_line(result)
         assert line.startswith("diffusers-perf: FAIL, 0 of 2 stages compared") and "nothing was compared" in line
+    nothing = suite.run(*FAST2, "--benchmark-compare", "-k", "no_such_stage")
+    assert nothing.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert suite.last_line(nothing) == "diffusers-perf: FAIL, nothing was compared"
     listing = suite.run(*FAST2, "--collect-only")
     assert listing.ret == 0 and "diffusers-perf:" not in listing.stdout.str().splitlines()[-1]
     if Path("/dev/full").exists():

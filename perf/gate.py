@@ -104,8 +104,9 @@ STEP_MIN_EFFECT = {
     "cuda": {"step_fastest": 0.10, "first": 0.50, "after": 0.30},
     # Stored gate, the 2-core CPU machine (reports/cpu/steps/): unchanged reruns of tiny moved fp32's
     # fastest step by up to +43 % and "first" by +55 %, quiet or beside a busy process: the host
-    # drifts between runs, and only A/B's pairs cancel that.
-    "cpu": {"step_fastest": 0.50, "first": 0.60, "after": 0.60},
+    # drifts between runs, and only A/B's pairs cancel that. "first" and "after" are short parts
+    # of a CPU round (tens of ms at the tests' 64 px, 2 steps): they fail only when doubled.
+    "cpu": {"step_fastest": 0.50, "first": 1.00, "after": 1.00},
 }
 #: The same floors in A/B, where adjacent rounds pair and the host's drift cancels. CPU: A/A step
 #: ratios of tiny spread 0.86-1.09 over eight stage-runs (separate worker processes differ, as for

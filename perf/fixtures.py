@@ -16,9 +16,10 @@ from . import ab, gate, optimizations, runner, stages
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    perf = getattr(metafunc.config, "_perf", None)  # None: the run does not reach the ladder (perf.plugin)
     for fixture in ("perf_stage", "perf_ab_stage"):
         if fixture in metafunc.fixturenames:
-            metafunc.parametrize(fixture, metafunc.config._perf.settings.stages, indirect=True)
+            metafunc.parametrize(fixture, perf.settings.stages if perf is not None else [], indirect=True)
 
 
 class BuiltStage:

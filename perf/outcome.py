@@ -80,7 +80,7 @@ def settle(stage: str, verdict, record: Record | None, interrupted: bool, make):
     """
     if record is None or not record.started:
         return make(stage, Status.NOT_RUN, "the run was interrupted before it" if interrupted else
-                    "not run (deselected, or the run stopped before it)", False)
+                    "the run stopped before it (-x, --maxfail)", False)
     if record.failed:
         if verdict is not None and verdict.failing:
             return verdict

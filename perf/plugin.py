@@ -155,6 +155,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def _configure(config: pytest.Config) -> None:
     if not hasattr(config.option, "benchmark_storage"):
         raise pytest.UsageError("diffusers-perf needs pytest-benchmark: pip install pytest-benchmark")
+    config._perf = None
+    if not _targets_perf(config):
+        return  # installed, but this run does not reach the ladder: judge, print and write nothing
     if _xdist_active(config) and _targets_perf(config):
         raise pytest.UsageError(
             "diffusers-perf: benchmarks cannot run under pytest-xdist (-n/--dist): parallel workers share "
@@ -379,7 +382,9 @@ def _check_rounds(settings: options.Settings, plan: baselines.Plan) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    perf: PerfSession = config._perf
+    perf: PerfSession | None = getattr(config, "_perf", None)
+    if perf is None:
+        return []
     s = perf.settings
     return [f"diffusers-perf: pipeline {s.label}, {s.size}x{s.size}, {s.steps} steps, batch {s.batch}, "
             f"device {perf.runner.device}" + (f" ({s.threads} thread{'s' * (s.threads > 1)})" if s.threads else "")
@@ -387,7 +392,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    perf: PerfSession = session.config._perf
+    perf: PerfSession | None = getattr(session.config, "_perf", None)
+    if perf is None:
+        return
     perf.session = session
     _CURRENT.append(perf)
     bs = getattr(session.config, "_benchmarksession", None)
@@ -441,7 +448,10 @@ def _save(perf: PerfSession, output_json: dict, save: str) -> None:
 def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus):
     """Runs before pytest-benchmark saves: an interrupted or failing run must not become a baseline."""
     bs = getattr(session.config, "_benchmarksession", None)
-    perf: PerfSession = session.config._perf
+    perf: PerfSession | None = getattr(session.config, "_perf", None)
+    if perf is None:
+        yield
+        return
     perf.session_seconds = progress.process_seconds()
     if bs is not None and (bs.save or bs.autosave):
         failing = [v.stage for v in perf.settled(LADDER) if v.failing and v.status != "not compared"]
@@ -464,7 +474,9 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
 
 @pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
 def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
-    perf: PerfSession = session.config._perf
+    perf: PerfSession | None = getattr(session.config, "_perf", None)
+    if perf is None or session.config.option.collectonly:
+        return
     _save_compile_cache(perf)
     costs = [result.extra["cost_seconds"] for result in perf.runner.results.values() if "cost_seconds" in result.extra]
     if costs and perf.session_seconds is not None:
@@ -557,7 +569,9 @@ def _title(perf: PerfSession) -> str:
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    perf: PerfSession = config._perf
+    perf: PerfSession | None = getattr(config, "_perf", None)
+    if perf is None or config.option.collectonly:
+        return
     verdicts, ab_verdicts = perf.settled(LADDER), perf.settled(AB)
     if not verdicts and not ab_verdicts and not perf.problems:
         return
@@ -612,13 +626,17 @@ def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict:
     ``tryfirst``: this is a first-result hook, and pytest-benchmark's own implementation must
     not win when the plugin is loaded with ``-p`` (registered before pytest-benchmark).
     """
+    if getattr(config, "_perf", None) is None:
+        return None  # not the suite's run: pytest-benchmark's own machine_info
     info = baselines.hardware_info()
     info.update(system=platform.system(), python_implementation=platform.python_implementation())
     return info
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
-    perf: PerfSession = config._perf
+    perf: PerfSession | None = getattr(config, "_perf", None)
+    if perf is None:
+        return
     output_json["diffusers_perf"] = {
         "hardware_key": perf.key,
         "software": baselines.software_info(),

@@ -86,23 +86,25 @@ def test_a_a_passes_and_faults_in_either_side_are_seen(suite):
     """One stage; the same interpreter on both sides; then a host delay in the candidate (slower:
     fails), then in the reference (the candidate is faster: reported, passes). The delay is over
     half a round, above the CPU floor."""
-    common = ("--perf-stages=bf16", f"--perf-reference-python={sys.executable}", *AB)
+    # fp32 at 32 px: rounds of about 0.1 s on any x86 CPU. bfloat16 runs ten times slower on a CPU
+    # without AVX-512 (2.9 s a round at 64 px, Dec 1), where this delay fell under the CPU floor.
+    common = ("--perf-stages=fp32", "--perf-size=32", f"--perf-reference-python={sys.executable}", *AB)
     same = suite.run(*common, "--benchmark-json=aa.json")
     assert same.ret == 0, same.stdout.str()
     assert "A/B: 1 of 1 stages compared, none regressed" in suite.last_line(same)
-    stage = ab_json(suite.pytester.path / "aa.json")["bf16"]
+    stage = ab_json(suite.pytester.path / "aa.json")["fp32"]
     assert len(stage["ratios"]) >= 8 and stage["candidate"]["counters"] == stage["reference"]["counters"]
     delay = "--perf-inject-host-delay=0.15"
     slower = suite.run(*common, delay)
     assert slower.ret == 1
-    assert "REGRESSION bf16 (A/B): candidate/reference +" in slower.stdout.str()
+    assert "REGRESSION fp32 (A/B): candidate/reference +" in slower.stdout.str()
     assert suite.last_line(slower).startswith("diffusers-perf: FAIL, A/B: 1 of 1 stages regressed")
     # "faster" needs every pair to agree (8 pairs: one inverted pair gives p = 0.039 > 0.01), so the
     # reference's delay is doubled: one stalled candidate round on the 2-core CI host (+0.15 s) once
     # inverted a pair and hid the report.
     faster = suite.run(*common, "--perf-inject-host-delay=0.3", "--perf-inject-side=reference")
     assert faster.ret == 0, faster.stdout.str()
-    assert "1 faster (bf16)" in suite.last_line(faster)
+    assert "1 faster (fp32)" in suite.last_line(faster)
 
 
 def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):
@@ -184,7 +186,7 @@ def test_a_reference_that_prints_at_start_or_runs_through_a_wrapper_still_speaks
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text("print('site hook says hello')\n")
     reference = wrapper(tmp_path, f"echo 'welcome to the reference venv'\nexport PYTHONPATH={hooks}:$PYTHONPATH")
-    result = suite.run("--perf-stages=bf16", f"--perf-reference-python={reference}", *AB)
+    result = suite.run("--perf-stages=fp32", "--perf-size=32", f"--perf-reference-python={reference}", *AB)
     assert result.ret == 0, result.stdout.str()
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert suite.last_line(result).startswith("diffusers-perf: PASS, A/B: 1 of 1 stages compared")
@@ -193,10 +195,11 @@ def test_a_reference_that_prints_at_start_or_runs_through_a_wrapper_still_speaks
 def test_a_reference_that_never_answers_fails_its_stage_alone_in_one_line(suite, tmp_path):
     # The interpreter check (python -c) passes; the worker (python -m perf.worker) hangs.
     reference = wrapper(tmp_path, 'if [ "$1" = "-m" ]; then exec sleep 600; fi')
-    result = suite.run("--perf-stages=bf16", f"--perf-reference-python={reference}", *AB,
-                       "--perf-worker-timeout=1")
+    # 20 s to start: the candidate, which does answer, imports torch and Diffusers within it on a loaded machine.
+    result = suite.run("--perf-stages=fp32", "--perf-size=32", f"--perf-reference-python={reference}", *AB,
+                       "--perf-worker-timeout=4")
     assert result.ret == 1, result.stdout.str()
-    result.stdout.fnmatch_lines(["*bf16: failed — A/B bf16: the reference worker did not answer 'hello' within 5 s "
+    result.stdout.fnmatch_lines(["*fp32: failed — A/B fp32: the reference worker did not answer 'hello' within 20 s "
                                  "(killed), at starting the reference*"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert suite.last_line(result).startswith("diffusers-perf: FAIL, A/B: 0 of 1 stages compared")

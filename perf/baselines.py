@@ -55,8 +55,14 @@ def software_fields(recipe_or_identity: dict) -> tuple[str, ...]:
     """The software whose change is a step change for a stage with this recipe (or identity)."""
     return SOFTWARE_FIELDS + (QUANTIZATION_FIELDS if recipe_or_identity.get("quantize") else ())
 
-#: Fields of machine_info that decide whether timings are comparable.
-HARDWARE_FIELDS = ("accelerator", "gpu", "gpu_count", "gpu_memory_gib", "cpu", "cpu_count", "machine")
+#: Fields of machine_info that decide whether timings are comparable. ``cpu_capability`` is the
+#: instruction set torch dispatches to (``torch.backends.cpu.get_cpu_capability()``): two CPU
+#: machines both named "AMD EPYC" with two cores ran ``tiny``'s bfloat16 stage in 0.30 s (AVX-512,
+#: Nov) and 2.9 s (AVX2, Dec 1) a round. Files saved before it was recorded match any.
+HARDWARE_FIELDS = ("accelerator", "gpu", "gpu_count", "gpu_memory_gib", "cpu", "cpu_count", "machine",
+                   "cpu_capability")
+#: Hardware fields older stored runs lack; a run without one matches any value of it.
+LATER_HARDWARE_FIELDS = ("cpu_capability",)
 
 
 def _cpu_model() -> str:
@@ -77,7 +83,8 @@ def _cpu_count() -> int:
 
 
 def hardware_info() -> dict:
-    info = {"cpu": _cpu_model(), "cpu_count": _cpu_count(), "machine": platform.machine()}
+    info = {"cpu": _cpu_model(), "cpu_count": _cpu_count(), "machine": platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(accelerator="cuda", gpu=props.name, gpu_count=torch.cuda.device_count(),
@@ -99,7 +106,8 @@ def hardware_key(info: dict | None = None) -> str:
 
 def hardware_differences(saved: dict, current: dict) -> list[str]:
     return [f"{field}: {saved.get(field)!r} -> {current.get(field)!r}"
-            for field in HARDWARE_FIELDS if saved.get(field) != current.get(field)]
+            for field in HARDWARE_FIELDS if saved.get(field) != current.get(field)
+            and not (field in LATER_HARDWARE_FIELDS and (saved.get(field) is None or current.get(field) is None))]
 
 
 def software_info() -> dict:

@@ -10,7 +10,7 @@ import pytest
 from perf import baselines, stages, storage
 
 HARDWARE = {"accelerator": "cpu", "gpu": None, "gpu_count": 0, "gpu_memory_gib": None, "cpu": "Test CPU",
-            "cpu_count": 2, "machine": "x86_64"}
+            "cpu_count": 2, "machine": "x86_64", "cpu_capability": "AVX2"}
 SETTINGS = {"pipeline": "tiny", "steps": 2, "size": 32, "batch": 1}
 SOFTWARE = {"torch": "2.13.0", "diffusers": "0.42.1"}
 
@@ -148,3 +148,18 @@ def test_numbering_keeps_sorting_past_9999(tmp_path):
     path = storage.save(tmp_path, "next", b"{}")
     assert path.name == "10000_next.json"
     assert [p.name for p in storage.run_files(tmp_path)] == ["9999_run.json", "10000_next.json"]
+
+
+def test_a_cpu_of_another_instruction_set_is_other_hardware_and_older_files_match_any(tmp_path):
+    stored(tmp_path, 1, entry("fp32", 1.0), hardware={"cpu_capability": "AVX512"})
+    plan, _ = plan_for(tmp_path, "fp32")
+    assert plan.stages["fp32"].baseline is None and "cpu_capability: 'AVX512' -> 'AVX2'" in plan.stages["fp32"].reason
+    older = dict(HARDWARE)
+    older.pop("cpu_capability")
+    (tmp_path / "0001_run.json").unlink()
+    path = stored(tmp_path, 2, entry("fp32", 1.0))
+    data = json.loads(path.read_text())
+    data["machine_info"] = older
+    path.write_text(json.dumps(data))
+    plan, _ = plan_for(tmp_path, "fp32")
+    assert plan.stages["fp32"].baseline is not None

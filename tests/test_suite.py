@@ -70,7 +70,7 @@ def test_cpu_run_benchmarks_every_recipe_that_runs_on_cpu_and_draws_the_charts(s
     again = suite.run("--perf-stages=fp32,bf16", "--perf-size=32")  # a stored run now exists: each stage gets its trend
     again.assert_outcomes(passed=2)
     charts = sorted(p.name for p in (suite.pytester.path / "perf-report-charts").iterdir())
-    assert charts == ["ladder.mmd", "trend-bf16.mmd", "trend-fp32.mmd"]
+    assert charts == ["components.mmd", "ladder.mmd", "trend-bf16.mmd", "trend-fp32.mmd"]
     trend = (suite.pytester.path / "perf-report-charts" / "trend-fp32.mmd").read_text()
     assert '"0001", "this run"' in trend
 

@@ -373,9 +373,8 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     return Verdict(name, "ok", detail + suffix, **fields)
 
 
-def step_timing(entry_or_extra: dict | None) -> dict:
-    """``extra_info.step_timing`` of a stored entry (or of a result's extra), or {}."""
-    extra = (entry_or_extra or {}).get("extra_info", entry_or_extra) or {}
+def step_timing(extra: dict | None) -> dict:
+    """``step_timing`` of an ``extra_info`` (a stored entry's, or a result's extra), or {}."""
     found = extra.get("step_timing") if isinstance(extra, dict) else None
     return found if isinstance(found, dict) else {}
 
@@ -383,14 +382,14 @@ def step_timing(entry_or_extra: dict | None) -> dict:
 def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) -> dict[str, LatencyComparison]:
     """Each of :data:`STEP_COMPONENTS` that both runs timed, on its median over rounds, against its
     floor and its own noise (within the baseline's rounds, and between the stored runs)."""
-    base, now = step_timing(bench), step_timing(extra)
+    base, now = step_timing(bench.get("extra_info")), step_timing(extra)
     floors = STEP_MIN_EFFECT.get(device, STEP_MIN_EFFECT["cpu"])
     found = {}
     for field in STEP_COMPONENTS:
         before, after = base.get(field), now.get(field)
         if not before or not after or not comparable(len(after), len(before)):
             continue
-        history = [statistics.median(values) for values in (step_timing(entry).get(field)
+        history = [statistics.median(values) for values in (step_timing(entry.get("extra_info")).get(field)
                                                              for entry in stage_plan.history) if values]
         found[field] = compare_latency(before, after, floors[field], history)
     return found

@@ -13,6 +13,7 @@ in GitHub Actions, to the job summary. The last line of the output is :func:`per
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from . import quality
@@ -62,8 +63,6 @@ def step_rows(verdicts, results) -> list[tuple[str, ...]]:
     """Where each stage's time goes (:mod:`perf.steps`): medians over its timed rounds of the
     prompt and first step, of each round's fastest and median step, and of the VAE decode and
     postprocessing; the changes against the baseline the gate judged them by."""
-    import statistics
-
     table = []
     for verdict in verdicts:
         result = results.get(verdict.stage)

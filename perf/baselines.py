@@ -31,8 +31,6 @@ import re
 import statistics
 from pathlib import Path
 
-import torch
-
 from . import storage
 from .storage import StoredRun
 
@@ -83,6 +81,8 @@ def _cpu_count() -> int:
 
 
 def hardware_info() -> dict:
+    import torch
+
     info = {"cpu": _cpu_model(), "cpu_count": _cpu_count(), "machine": platform.machine(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if torch.cuda.is_available():
@@ -112,6 +112,7 @@ def hardware_differences(saved: dict, current: dict) -> list[str]:
 
 def software_info() -> dict:
     import diffusers
+    import torch
     import transformers
 
     return {
@@ -137,6 +138,8 @@ def _installed(distribution: str) -> str | None:
 
 
 def _driver_version() -> str | None:
+    import torch
+
     if not torch.cuda.is_available():
         return None
     try:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import baselines, gate, outcome, report, stages, storage
-from .runner import StageResult
+from .results import StageResult
 
 
 def results_of(run: storage.StoredRun) -> dict[str, StageResult]:

@@ -1,4 +1,4 @@
-"""Compiled kernels kept beside the baselines, so that a fresh machine does not compile again.
+"""Compiled kernels kept between runs, so that a machine that ran a ladder once does not compile again.
 
 After the profiled rounds, ``torch.compile`` is the largest cost of a fresh GPU ladder: on the H100
 the sd15 ``compile`` and ``cudagraphs`` stages spent most of their 88 and 64 s compiling
@@ -11,8 +11,11 @@ Diffusers, another recipe) misses and compiles as it always did. What is timed n
 the cache: the compiled code is the same, only the warm-up is shorter. Each stage records its
 cache hits and misses in ``extra_info["compile_cache"]``.
 
-Files live in ``<storage>/<hardware key>/compile-cache/`` and are named for the torch version that
-wrote them (another torch never reads them). A run adds one only when it had to compile something
+Files live in ``<cache>/<hardware key>/`` and are named for the torch version that wrote them
+(another torch never reads them). ``<cache>`` is ``--perf-compile-cache`` or, by default, the
+user's cache folder (``$XDG_CACHE_HOME/diffusers-perf/compile-cache``): compiled binaries are not
+source, they grow by one set per torch release, and a CI job keeps them with its cache (keyed by
+torch version and hardware), not in the repository. A run adds one only when it had to compile something
 the cache did not hold, no stage failed and no fault was injected; nothing stored is ever replaced.
 Delete the folder to start afresh. CUDA only: on CPU the compile stage of ``tiny`` takes seconds.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -31,17 +35,25 @@ from . import counters
 FOLDER = "compile-cache"
 
 
-def folder(hardware_folder: Path) -> Path:
-    return hardware_folder / FOLDER
+def root(option: str | None) -> Path:
+    """The cache's folder: ``--perf-compile-cache``, else the user's cache folder."""
+    if option:
+        return Path(option).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "diffusers-perf" / FOLDER
+
+
+def folder(cache: Path, key: str) -> Path:
+    """Where this hardware's files are: a cache may be shared by several machines."""
+    return cache / key
 
 
 def _prefix() -> str:
     return "torch-" + re.sub(r"[^A-Za-z0-9.]+", "_", torch.__version__)
 
 
-def files(hardware_folder: Path) -> list[Path]:
-    """This torch version's cache files, oldest name first."""
-    where = folder(hardware_folder)
+def files(where: Path) -> list[Path]:
+    """This torch version's cache files in ``where`` (:func:`folder`), oldest name first."""
     try:
         return sorted(p for p in where.iterdir() if p.name.startswith(_prefix() + "-") and p.name.endswith(".bin.gz"))
     except OSError:
@@ -65,14 +77,14 @@ def misses_since(before: dict[str, int]) -> int:
     return counters.cache_delta(before).get("fxgraph_cache_miss", 0)
 
 
-def save(hardware_folder: Path) -> Path | None:
+def save(where: Path) -> Path | None:
     """Write what this process compiled as a new file; None when there is nothing new to write."""
     saved = torch.compiler.save_cache_artifacts()
     if not saved:
         return None
     data = saved[0]
     name = f"{_prefix()}-{hashlib.sha256(data).hexdigest()[:12]}.bin.gz"
-    path = folder(hardware_folder) / name
+    path = where / name
     if path.exists():
         return None
     path.parent.mkdir(parents=True, exist_ok=True)

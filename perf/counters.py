@@ -23,7 +23,6 @@ import dataclasses
 import sys
 from typing import Callable
 
-import torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +88,8 @@ def device_counts(events) -> dict[str, int]:
     """Kernels, copies by direction and the counted CUDA runtime calls, from a profile's events
     (one made with CUDA activity: the runtime calls are traced with it)."""
     counts = {name: 0 for name in set(_RUNTIME.values()) | set(_MEMCPY.values()) | {"kernels"}}
+    import torch
+
     cuda = torch.autograd.DeviceType.CUDA
     for event in events:
         name = event.name()

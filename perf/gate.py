@@ -57,7 +57,7 @@ from . import counters, quality, stages
 from .baselines import StagePlan, gpu_samples
 from .stats import (bootstrap_median_ci, bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv,
                     run_to_run_sd, signed_rank_p, smallest_p)
-from .timing import GPU_ROUNDS
+from .gpu_time import GPU_ROUNDS
 
 ALPHA = 0.01
 MEMORY_THRESHOLD = 0.05

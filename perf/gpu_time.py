@@ -21,7 +21,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterable
 
-import torch
+#: Profiled rounds per stage for GPU busy time: the fewest with which its rank test can fail a stage
+#: (:data:`perf.gate.GPU_TIME_ALPHA`). Each costs about two generations of host-bound stages under the
+#: profiler: at five they were the largest share of a fresh H100 ladder (3 min of 8 min 21 s,
+#: ``reports/h100/cost/ladder-0007.log``).
+GPU_ROUNDS = 3
 
 
 def busy_seconds(intervals: Iterable[tuple[int, int]]) -> float:
@@ -42,6 +46,8 @@ def busy_seconds(intervals: Iterable[tuple[int, int]]) -> float:
 
 def device_intervals(events) -> list[tuple[int, int]]:
     """``(start_ns, end_ns)`` of every activity that ran on the GPU, from a finished profile's events."""
+    import torch
+
     cuda = torch.autograd.DeviceType.CUDA
     return [(event.start_ns(), event.end_ns()) for event in events
             if event.device_type() == cuda and event.end_ns() > event.start_ns()]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import gate, pipelines, stages, timing
+from . import compile_cache, gate, pipelines, stages, timing
 from .settings import Settings
 from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
 
@@ -67,9 +67,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "another recipe, a stage that now skips, ...) pass; the final line still counts them")
     group.addoption("--perf-no-flops", action="store_true",
                     help="skip counting FLOPs and measuring the device's peak (saves a few seconds)")
+    group.addoption("--perf-compile-cache", metavar="DIR", default=None,
+                    help="folder of the compiled kernels that torch.compile stages load before compiling and add "
+                         "to (CUDA; one subfolder per hardware key; default: $XDG_CACHE_HOME/diffusers-perf/"
+                         "compile-cache, i.e. ~/.cache/diffusers-perf/compile-cache)")
     group.addoption("--perf-no-compile-cache", action="store_true",
-                    help="compile every torch.compile stage from scratch: neither load the compiled kernels stored "
-                         "beside the baselines (CUDA) nor add to them")
+                    help="compile every torch.compile stage from scratch: neither load the compile cache nor add to it")
     group.addoption("--perf-no-counters", action="store_true",
                     help="skip the round that counts host work (kernels, syncs, copies, aten ops, Python calls), "
                          "which the gate compares exactly")
@@ -238,7 +241,7 @@ def settings_from(config: pytest.Config) -> Settings:
         allow_uncompared=get("perf_allow_uncompared"),
         threads=get("perf_threads") or (None if torch.cuda.is_available() else timing.CPU_THREADS),
         threads_given=get("perf_threads") is not None,
-        compile_cache=not get("perf_no_compile_cache"),
+        compile_cache=None if get("perf_no_compile_cache") else compile_cache.root(get("perf_compile_cache")),
     )
 
 

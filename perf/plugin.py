@@ -35,7 +35,8 @@ import pytest
 
 from . import (ab, baselines, charts, compile_cache, counters, gate, options, outcome, preflight, progress, report,
                stages, storage, worker)
-from .runner import Runner, StageResult
+from .results import StageResult
+from .runner import Runner
 
 PERF_DIR = Path(__file__).resolve().parent
 RECORD_COMMAND = "pytest perf --benchmark-save=baseline"
@@ -164,7 +165,8 @@ def _configure(config: pytest.Config) -> None:
             "the device and make every timing wrong; run `pytest perf` without -n (the tests may use -n)"
         )
     for option, value in (("--perf-model", config.getoption("perf_model", None)),
-                          ("--perf-reference-python", config.getoption("perf_reference_python", None))):
+                          ("--perf-reference-python", config.getoption("perf_reference_python", None)),
+                          ("--perf-compile-cache", config.getoption("perf_compile_cache", None))):
         if value:
             preflight.check_path(option, value)
     settings = options.settings_from(config)
@@ -215,16 +217,17 @@ def _configure(config: pytest.Config) -> None:
 
 def _load_compile_cache(perf: PerfSession) -> None:
     """Before anything compiles: the kernels earlier runs on this hardware stored (perf.compile_cache)."""
-    if not perf.settings.compile_cache or perf.runner.device.type != "cuda":
+    if perf.settings.compile_cache is None or perf.runner.device.type != "cuda":
         return
     perf.cache_before = counters.cache_state()
-    paths = compile_cache.files(perf.storage / perf.key)
+    where = compile_cache.folder(perf.settings.compile_cache, perf.key)
+    paths = compile_cache.files(where)
     problems = compile_cache.load(paths)
     perf.context.extend(problems)
     loaded = len(paths) - len(problems)
     if loaded:
         perf.context.append(f"compile cache: {loaded} file{'s' * (loaded > 1)} loaded from "
-                            f"{shown(compile_cache.folder(perf.storage / perf.key))}")
+                            f"{shown(where)}")
 
 
 def _save_compile_cache(perf: PerfSession) -> None:
@@ -235,7 +238,7 @@ def _save_compile_cache(perf: PerfSession) -> None:
     if any(v.status == "failed" for v in perf.verdicts.values()):
         return
     try:
-        path = compile_cache.save(perf.storage / perf.key)
+        path = compile_cache.save(compile_cache.folder(perf.settings.compile_cache, perf.key))
     except Exception as exc:  # the cache only saves time: never fail a run over it
         perf.context.append(f"compile cache not written ({type(exc).__name__}: {exc})")
         return

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-import torch
-
 #: PSNR at or above which two images are the same picture (RMS error 1e-5 of the [0, 1] range).
 IDENTICAL_DB = 100.0
 
@@ -49,6 +46,9 @@ class Similarity:
 
 def _as_batch(images) -> torch.Tensor:
     """Pipeline output (``output_type="np"``: N x H x W x C in [0, 1]) as float64 N x C x H x W."""
+    import numpy as np
+    import torch
+
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
     array = np.asarray(images, dtype=np.float64)
@@ -60,6 +60,8 @@ def _as_batch(images) -> torch.Tensor:
 def similarity(images, reference_images, reference: str) -> Similarity:
     """PSNR and SSIM of ``images`` against ``reference_images`` (the same seed, settings and shape)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    import torch
 
     preds, target = _as_batch(images), _as_batch(reference_images)
     if preds.shape != target.shape:

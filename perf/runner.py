@@ -17,23 +17,9 @@ import torch
 from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, quality,
                stages, timing)
 from . import steps as steps_module
+from .results import StageResult
 from .settings import Settings
 from .stats import robust_cv
-
-
-@dataclasses.dataclass
-class StageResult:
-    """What the report and the gate need of one stage, whatever happened to it."""
-
-    stage: str
-    outcome: str  # "passed" | "failed" | "skipped"
-    message: str = ""
-    rounds: list[float] = dataclasses.field(default_factory=list)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.rounds) if self.rounds else None
 
 
 class StageFailure(Exception):

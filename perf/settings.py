@@ -38,7 +38,7 @@ class Settings:
     family: str = "sd"  # the pipeline's model family (perf.stages.FAMILIES): which ladder applies
     threads: int | None = None  # torch intra-op threads of the timed process; None: torch's default
     threads_given: bool = False  # --perf-threads was typed: A/B workers use it too
-    compile_cache: bool = True  # load and add to the stored compile cache (perf.compile_cache; CUDA)
+    compile_cache: Path | None = None  # folder of the compile cache (perf.compile_cache; CUDA); None: off
 
     def recipe(self, stage: str):
         """The stage's recipe for this run's pipeline family."""
@@ -92,7 +92,8 @@ class Settings:
     def to_json(self) -> dict:
         """The settings a worker needs, as JSON (the report path stays with the parent)."""
         data = dataclasses.asdict(self)
-        data.update(model=None if self.model is None else str(self.model), report=None)
+        data.update(model=None if self.model is None else str(self.model), report=None,
+                    compile_cache=None if self.compile_cache is None else str(self.compile_cache))
         return data
 
     @classmethod
@@ -100,4 +101,5 @@ class Settings:
         data = dict(data)
         data["budget"] = Budget(**data["budget"])
         data["model"] = None if data["model"] is None else Path(data["model"])
+        data["compile_cache"] = None if data.get("compile_cache") is None else Path(data["compile_cache"])
         return cls(**data)

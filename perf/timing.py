@@ -31,11 +31,7 @@ from . import counters, gpu_time
 
 MIN_ROUNDS_FOR_RANK_TEST = 6
 
-#: Profiled rounds per stage for GPU busy time: the fewest with which its rank test can fail a stage
-#: (:data:`perf.gate.GPU_TIME_ALPHA`). Each costs about two generations of host-bound stages under the
-#: profiler: at five they were the largest share of a fresh H100 ladder (3 min of 8 min 21 s,
-#: ``reports/h100/cost/ladder-0007.log``).
-GPU_ROUNDS = 3
+GPU_ROUNDS = gpu_time.GPU_ROUNDS
 
 #: Intra-op threads of a CPU run, as ``torch.utils.benchmark.Timer`` defaults to. With one thread
 #: per core every operator waits for its slowest thread, so one other busy process on the 2-core

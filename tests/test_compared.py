@@ -203,3 +203,37 @@ def test_a_baseline_with_nan_rounds_is_skipped_with_one_line(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(storage.StoredRunError, match="0001_nan.json: holds NaN"):
         storage.read(path)
+
+
+#: Runs ``python -m perf.compare`` where torch, numpy and pytest cannot be imported.
+WITHOUT_TORCH = """
+import runpy, sys
+for name in ("torch", "numpy", "pytest", "diffusers", "transformers", "scipy"):
+    sys.modules[name] = None
+sys.argv = ["perf.compare", *sys.argv[1:]]
+runpy.run_module("perf.compare", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_compare_rejudges_stored_h100_runs_where_torch_cannot_be_imported(tmp_path):
+    import subprocess
+    import sys
+
+    root = H100.parents[1]
+    script = tmp_path / "without_torch.py"
+    script.write_text(WITHOUT_TORCH)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)}
+
+    def rejudge(*files: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-I", str(script), *map(str, files)], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=60)
+
+    same = rejudge(H100 / "0002_h100.json", H100 / "0003_h100.json")
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.splitlines()[-1].startswith("diffusers-perf: PASS, 10 of 10 stages compared")
+    folder = tmp_path / H100.name
+    shutil.copytree(H100, folder, ignore=shutil.ignore_patterns("compile-cache"))
+    shutil.copy(REPORTS / "inject3.json", folder / "0004_inject3.json")
+    slower = rejudge(folder / "0003_h100.json", folder / "0004_inject3.json")
+    assert slower.returncode == 1, slower.stderr
+    assert "diffusers-perf: FAIL, 10 of 10 stages regressed" in slower.stdout.splitlines()[-1]

@@ -58,6 +58,9 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
         pipe.unet = trace_unet(pipe, batch=batch, size=size)
     if recipe.compile is not None:
         setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser), **recipe.compile))
+    if recipe.compile_vae is not None:  # diffusion-fast's order: layout first, then the decoder alone
+        pipe.vae.to(memory_format=torch.channels_last)
+        pipe.vae.decode = torch.compile(pipe.vae.decode, **recipe.compile_vae)
     return pipe
 
 

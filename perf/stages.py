@@ -35,6 +35,7 @@ class Recipe:
     fuse_qkv: bool = False  # pipe.fuse_qkv_projections()
     trace_unet: bool = False  # torch.jit.trace of the UNet, as in the guide
     compile: dict | None = None  # kwargs of torch.compile for the UNet, or None
+    compile_vae: dict | None = None  # kwargs of torch.compile for the VAE's decode (channels_last first), or None
     quantize: str | None = None  # torchao on the denoiser's linears: "int8" | "fp8" (dynamic activations)
     requires: tuple[str, ...] = ()  # see perf.requirements.CHECKS
 
@@ -47,7 +48,7 @@ UNET = ("sd", "sdxl")
 #: What a family's root stage does not set itself, where that root is not the registry's root.
 FAMILY_BASE: dict[str, dict[str, Any]] = {
     "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
-                quantize=None),
+                compile_vae=None, quantize=None),
 }
 
 
@@ -67,6 +68,7 @@ class Stage:
     fuse_qkv: Any = INHERIT
     trace_unet: Any = INHERIT
     compile: Any = INHERIT
+    compile_vae: Any = INHERIT
     quantize: Any = INHERIT
     #: Needs of this stage alone (not inherited: a CUDA-only parent flag such as TF32 is a no-op on CPU).
     requires: tuple[str, ...] = ()
@@ -79,7 +81,7 @@ STAGES: tuple[Stage, ...] = (
     # -- the guide's ladder: each row adds one thing to the row above -------------------------
     Stage("fp32", None, "the guide's original: float32, TF32 off, classic attention",
           dtype="float32", tf32=False, attention="classic", channels_last=False,
-          fuse_qkv=False, trace_unet=False, compile=None, quantize=None, families=UNET),
+          fuse_qkv=False, trace_unet=False, compile=None, compile_vae=None, quantize=None, families=UNET),
     Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",), families=UNET),
     Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16",
           families=UNET),
@@ -100,6 +102,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("cudagraphs", "sdpa", "+ torch.compile(denoiser, mode='reduce-overhead'): CUDA graphs",
           compile={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"),
           min_effect=0.03, parent_in={"dit": "bf16"}),
+    # -- the published full recipes (diffusion-fast, flux-fast), without quantization ----------------
+    Stage("compile_vae", "cudagraphs", "+ VAE decoder in channels_last, compiled with CUDA graphs",
+          compile_vae={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"), min_effect=0.03),
+    Stage("frontier", "compile_vae", "+ fuse_qkv_projections(): every step above that pays, in one stage",
+          fuse_qkv=True, requires=("cuda", "compile"), min_effect=0.03),
     # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------
     Stage("int8", "compile", "+ torchao dynamic int8 activations and int8 weights (diffusion-fast)",
           quantize="int8", requires=("compile", "torchao")),

@@ -63,6 +63,14 @@ class Suite:
         return [line for line in result.outlines if line.strip()][-1]
 
 
+@pytest.fixture(autouse=True)
+def _not_an_xdist_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``pytest tests -n``, each ``pytest perf`` a test starts is a fresh pytest, not an xdist
+    worker: it must not inherit the worker's environment, or the suite refuses to run under xdist."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> Suite:
     return Suite(pytester)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One part of a GPU ladder campaign, in one device command (reports/h200/ladder/). Run from the
+# repository root; $OUT receives one archive with the log, the report, its charts, the JSON, the
+# stored runs this command added and the compile cache it wrote.
+#
+#   tools/device_ladder.sh NAME SECONDS PYTEST-ARGS...
+#
+# NAME names the files; SECONDS is the limit (SIGINT, so an interrupted run still says so and
+# writes its compile cache). The compile cache lives in ./compile-cache (carried between commands).
+set -u
+name=$1; limit=$2; shift 2
+out=${OUT:-/tmp/diffusers-perf-out}
+work=/tmp/$name
+mkdir -p "$out" "$work" compile-cache
+before=$(ls baselines/*/ 2>/dev/null | sort)
+start=$(date +%s)
+timeout -s INT "$limit" python3 -m pytest perf -p no:cacheprovider --perf-compile-cache=compile-cache \
+  --benchmark-json="$work/$name.json" --perf-report="$work/$name.md" "$@" > "$work/$name.log" 2>&1
+echo "exit status $? after $(( $(date +%s) - start )) s" >> "$work/$name.log"
+for f in baselines/*/*.json; do
+  grep -qxF "$(basename "$f")" <<<"$before" || cp "$f" "$work/"
+done
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$work/gpu.csv" 2>&1
+cp -r compile-cache "$work/"
+tar -czf "$out/$name.tar.gz" -C /tmp "$name"
+tail -3 "$work/$name.log"

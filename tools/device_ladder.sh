@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One part of a GPU ladder campaign, in one device command (reports/h200/ladder/). Run from the
 # repository root; $OUT receives one archive with the log, the report, its charts, the JSON, the
-# stored runs this command added and the compile cache it wrote.
+# stored runs this command added and, with WITH_CACHE=1, the compile cache, in parts of 15 MiB.
 #
 #   tools/device_ladder.sh NAME SECONDS PYTEST-ARGS...
 #
@@ -21,6 +21,6 @@ for f in baselines/*/*.json; do
   grep -qxF "$(basename "$f")" <<<"$before" || cp "$f" "$work/"
 done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$work/gpu.csv" 2>&1
-cp -r compile-cache "$work/"
-tar -czf "$out/$name.tar.gz" -C /tmp "$name"
+[ -n "${WITH_CACHE:-}" ] && cp -r compile-cache "$work/"  # large: only when this command wrote it
+tar -czf - -C /tmp "$name" | split -b 15M - "$out/$name.tgz.part-"  # 16 MiB a file comes back
 tail -3 "$work/$name.log"

@@ -668,15 +668,19 @@ def _write_json(config: pytest.Config, perf: PerfSession) -> None:
     import json
 
     bs = getattr(config, "_benchmarksession", None)
-    if bs is not None and bs.benchmarks:
+    # A stage interrupted while it was timed leaves pytest-benchmark an entry the suite never
+    # described (no stage, no recipe): the JSON holds the stages that finished, so that it can be
+    # judged again (python -m perf.compare) like any stored run.
+    finished = [b for b in (bs.benchmarks if bs is not None else []) if (b.extra_info or {}).get("stage")]
+    if finished:
         from pytest_benchmark.utils import safe_dumps
 
         commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
         config.hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
         document = config.hook.pytest_benchmark_generate_json(
-            config=config, benchmarks=bs.benchmarks, include_data=True, machine_info=bs.get_machine_info(),
+            config=config, benchmarks=finished, include_data=True, machine_info=bs.get_machine_info(),
             commit_info=commit_info)
-        config.hook.pytest_benchmark_update_json(config=config, benchmarks=bs.benchmarks, output_json=document)
+        config.hook.pytest_benchmark_update_json(config=config, benchmarks=finished, output_json=document)
         text = safe_dumps(document, ensure_ascii=True, indent=4)
     elif perf.ab_verdicts:
         text = json.dumps({"diffusers_perf": {"hardware_key": perf.key, "settings": perf.settings.describe(),

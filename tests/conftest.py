@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PERF = ROOT / "perf"
 FAST = ("--perf-steps=2", "--perf-max-time=3", "--perf-max-rounds=8", "--perf-no-flops",
         "-p", "no:cacheprovider", "-W", "ignore")
+#: The counting round (Python calls under ``sys.setprofile``) costs about 2 s a stage on the 2-core
+#: machine: only the tests of the counters and of A/B's side-by-side counts keep it.
+NO_COUNTERS = ("--perf-no-counters",)
 #: ``tiny`` runs at 64 px, the size the CPU floor of the wall gate was measured at (``perf/gate.py``,
 #: ``DEVICE_MIN_EFFECT``): at 32 px its rounds are mostly Python overhead, and unchanged runs on the
 #: 2-core machine moved 1.3-1.6x between runs (``reports/cpu/threads/``, one failed CI run at +50 %)
@@ -30,12 +33,15 @@ class Suite:
         self.pytester = pytester
         self.storage = pytester.path / "baselines"
 
-    def run(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True) -> pytest.RunResult:
-        """``plugins`` maps module names to their source, loaded with ``-p`` (fault injection)."""
-        return self.pytester.runpytest_subprocess(*self.arguments(*args, plugins=plugins, storage=storage),
-                                                  timeout=600)
+    def run(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True,
+            counters: bool = False) -> pytest.RunResult:
+        """``plugins`` maps module names to their source, loaded with ``-p`` (fault injection);
+        ``counters`` keeps the host-work counting round."""
+        return self.pytester.runpytest_subprocess(
+            *self.arguments(*args, plugins=plugins, storage=storage, counters=counters), timeout=600)
 
-    def arguments(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True) -> list[str]:
+    def arguments(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True,
+                  counters: bool = False) -> list[str]:
         """The command line of :meth:`run`, after ``pytest``."""
         extra = (f"--benchmark-storage=file://{self.storage}",) if storage and not any(
             arg.startswith("--benchmark-storage") for arg in args) else ()
@@ -48,7 +54,7 @@ class Suite:
         for name, source in (plugins or {}).items():
             self.pytester.makepyfile(**{name: source})
             extra += ("-p", name)
-        return [str(PERF), *FAST, *extra, *args]
+        return [str(PERF), *FAST, *(() if counters else NO_COUNTERS), *extra, *args]
 
     def saved(self) -> list[Path]:
         return sorted(self.storage.rglob("*.json"))

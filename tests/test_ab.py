@@ -89,7 +89,7 @@ def test_a_a_passes_and_faults_in_either_side_are_seen(suite):
     # fp32 at 32 px: rounds of about 0.1 s on any x86 CPU. bfloat16 runs ten times slower on a CPU
     # without AVX-512 (2.9 s a round at 64 px, Dec 1), where this delay fell under the CPU floor.
     common = ("--perf-stages=fp32", "--perf-size=32", f"--perf-reference-python={sys.executable}", *AB)
-    same = suite.run(*common, "--benchmark-json=aa.json")
+    same = suite.run(*common, "--benchmark-json=aa.json", counters=True)
     assert same.ret == 0, same.stdout.str()
     assert "A/B: 1 of 1 stages compared, none regressed" in suite.last_line(same)
     stage = ab_json(suite.pytester.path / "aa.json")["fp32"]
@@ -108,7 +108,7 @@ def test_a_a_passes_and_faults_in_either_side_are_seen(suite):
 
 
 def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):
-    result = suite.run("--perf-stages=fp32,bf16", f"--perf-reference-python={sys.executable}", *AB,
+    result = suite.run("--perf-stages=fp32,bf16", "--perf-size=32", f"--perf-reference-python={sys.executable}", *AB,
                        "--perf-inject-crash", "--benchmark-json=crash.json")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*fp32: failed — A/B fp32: the candidate worker died during 'round' "
@@ -120,8 +120,8 @@ def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):
 
 def test_stored_gate_and_a_b_in_one_job(suite):
     """Both gates run; A/B alone leaves no stored run behind."""
-    assert suite.run("--perf-stages=bf16", "--benchmark-save=base").ret == 0
-    both = suite.run("--perf-stages=bf16", "--benchmark-compare", f"--perf-reference-python={sys.executable}",
+    assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
+    both = suite.run("--perf-stages=fp32", "--benchmark-compare", f"--perf-reference-python={sys.executable}",
                      "--perf-max-rounds=12", "--perf-report=none")
     assert both.ret == 0, both.stdout.str()
     line = suite.last_line(both)

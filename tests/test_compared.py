@@ -79,18 +79,18 @@ def test_saving_while_comparing_still_judges(suite):
 
 
 def test_a_stage_that_stops_running_fails_unless_allowed(suite):
-    assert suite.run("--perf-stages=fp32,bf16", "--benchmark-save=base").ret == 0
-    result = suite.run("--perf-stages=bf16", "--benchmark-compare", plugins={"bf16_skips": BF16_SKIPS})
+    assert suite.run("--perf-stages=fp32,bf16", "--perf-size=32", "--benchmark-save=base").ret == 0
+    result = suite.run("--perf-stages=bf16", "--perf-size=32", "--benchmark-compare", plugins={"bf16_skips": BF16_SKIPS})
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*NOT COMPARED bf16: 0001_base.json holds it, but it skipped now: xFormers-like*"])
-    allowed = suite.run("--perf-stages=bf16", "--benchmark-compare", "--perf-allow-uncompared",
+    allowed = suite.run("--perf-stages=bf16", "--perf-size=32", "--benchmark-compare", "--perf-allow-uncompared",
                         plugins={"bf16_skips": BF16_SKIPS})
     assert allowed.ret == 0
     assert "1 not compared (allowed by --perf-allow-uncompared): bf16" in suite.last_line(allowed)
 
 
 def test_a_failing_stage_never_saves_a_partial_baseline(suite):
-    result = suite.run("--perf-stages=fp32,bf16", "--benchmark-save=nightly", plugins={"bf16_fails": BF16_FAILS})
+    result = suite.run("--perf-stages=fp32,bf16", "--perf-size=32", "--benchmark-save=nightly", plugins={"bf16_fails": BF16_FAILS})
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert suite.saved() == []
     result.stdout.fnmatch_lines(["*not saved: bf16 failed or regressed*"])

@@ -252,7 +252,7 @@ def test_ctrl_c_while_a_stage_is_timed_says_interrupted_and_saves_nothing(suite)
     # 30 rounds a stage: bf16 is still timing seconds after its "timing" line, however loaded the host.
     args = [sys.executable, "-m", "pytest", *suite.arguments(*FAST2, "--benchmark-compare", "--benchmark-save=again",
                                                              "--perf-min-rounds=30", "--perf-max-rounds=40",
-                                                             "--perf-max-time=60")]
+                                                             "--perf-max-time=60", "--benchmark-json=ctrl-c.json")]
     process = subprocess.Popen(args, cwd=suite.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     lines = []
@@ -266,6 +266,8 @@ def test_ctrl_c_while_a_stage_is_timed_says_interrupted_and_saves_nothing(suite)
     last = [line for line in lines if line.strip()][-1]
     assert last.startswith("diffusers-perf: INTERRUPTED, ") and "1 interrupted: bf16" in last, last
     assert "not saved" in last and len(suite.saved()) == 1
+    # The JSON holds the stage that finished, readable as a stored run (python -m perf.compare).
+    assert list(storage.read(suite.pytester.path / "ctrl-c.json").entries()) == ["fp32"]
 
 
 @pytest.mark.parametrize("option", ["--benchmark-storage", "--perf-report", "--benchmark-json", "--benchmark-compare",

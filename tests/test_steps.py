@@ -73,16 +73,16 @@ def entry(fastest, first=0.05, after=0.02, rounds=8):
                                            "step_median": [fastest * 1.05] * rounds}}}
 
 
-@pytest.mark.parametrize("device", ["cuda", "cpu"])
-def test_the_gate_fails_a_slower_step_on_its_own_line_and_passes_an_unchanged_one(device):
+@pytest.mark.parametrize("device, stage", [("cuda", "sdpa"), ("cuda", "cudagraphs"), ("cpu", "fp32")])
+def test_the_gate_fails_a_slower_step_on_its_own_line_and_passes_an_unchanged_one(device, stage):
     base = entry(0.0260)
-    plan = baselines.StagePlan("sdpa", entry=base, history=[base])
-    floor = gate.STEP_MIN_EFFECT[device]["step_fastest"]
+    plan = baselines.StagePlan(stage, entry=base, history=[base])
+    floor = gate.step_min_effect(stage, device)["step_fastest"]
     for scale, failing in ((1.0, False), (1 + floor + 0.04, True)):
         now = entry(0.0260 * scale)
-        result = StageResult("sdpa", "passed", rounds=now["stats"]["data"],
+        result = StageResult(stage, "passed", rounds=now["stats"]["data"],
                              extra=dict(now["extra_info"], device=device))
-        compared = gate.compare_steps(base, result.extra, plan, device)
+        compared = gate.compare_steps(stage, base, result.extra, plan, device)
         assert set(compared) == {"step_fastest", "first", "after"}
         assert compared["step_fastest"].regressed is failing
         assert not compared["first"].regressed and not compared["after"].regressed
@@ -94,7 +94,13 @@ def test_a_baseline_without_step_timing_is_judged_on_the_rest():
     base = entry(0.026)
     del base["extra_info"]["step_timing"]
     now = entry(0.030)
-    assert gate.compare_steps(base, now["extra_info"], baselines.StagePlan("sdpa", entry=base), "cuda") == {}
+    assert gate.compare_steps("sdpa", base, now["extra_info"], baselines.StagePlan("sdpa", entry=base), "cuda") == {}
+
+
+def test_graph_stages_get_tighter_step_floors_than_eager_ones_on_cuda():
+    assert gate.step_min_effect("cudagraphs", "cuda") == gate.step_min_effect("frontier", "cuda")
+    assert gate.step_min_effect("cudagraphs", "cuda")["step_fastest"] < gate.step_min_effect("sdpa", "cuda")["step_fastest"]
+    assert gate.step_min_effect("cudagraphs", "cpu") == gate.step_min_effect("fp32", "cpu")
 
 
 # -- whole runs on CPU --------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_cpu_run_benchmarks_every_recipe_that_runs_on_cpu_and_draws_the_charts(s
     # 32 px: the float16 stages run through slow CPU kernels, and nothing here compares timings.
     result = suite.run("-rs", "--benchmark-save=cpu", "--perf-size=32")
     torchao = requirements.skip_reason(stages.recipe("int8")) is None  # a test dependency; optional for users
-    result.assert_outcomes(passed=8 + torchao, skipped=5 - torchao)  # only what truly needs CUDA (or torchao) skips
+    result.assert_outcomes(passed=8 + torchao, skipped=7 - torchao)  # only what truly needs CUDA (or torchao) skips
     out = result.stdout.str()
     for expected in ("tf32: needs CUDA", "xformers: needs CUDA", "cudagraphs: needs CUDA", "fp8: needs CUDA",
                      "diffusers-perf"):
@@ -82,7 +82,7 @@ def test_from_pretrained_runs_through_the_suite(suite, tmp_path):
 
 
 def test_guard_fails_a_stage_with_nan_images(suite):
-    result = suite.run("--perf-stages=fp32,bf16", "--perf-inject-nan")
+    result = suite.run("--perf-stages=fp32,bf16", "--perf-size=32", "--perf-inject-nan")
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(["*stage 'fp32': image 0 holds NaN*", "*stage 'bf16': image 0 holds NaN*"])
 
@@ -105,7 +105,7 @@ runner.Runner.build = build
 
 
 def test_a_failing_stage_fails_alone(suite):
-    result = suite.run("--perf-stages=fp32,bf16", plugins={"oom_on_fp32": OUT_OF_MEMORY_ON_FP32})
+    result = suite.run("--perf-stages=fp32,bf16", "--perf-size=32", plugins={"oom_on_fp32": OUT_OF_MEMORY_ON_FP32})
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*stage 'fp32' failed while building: OutOfMemoryError: CUDA out of memory. "
                                  "Tried to allocate 20.00 GiB"])
@@ -117,35 +117,36 @@ def test_a_failing_stage_fails_alone(suite):
 
 def test_gate_records_passes_unchanged_and_fails_on_slowdown(suite):
     # Two recorded runs: the gate's threshold includes the run-to-run noise they show.
-    stages = ("--perf-stages=fp32,bf16", "--perf-size=64")
+    # fp32 alone: the other CPU stages run in half precision, whose VAE decode costs 2 s a round at
+    # 64 px on a CPU without AVX-512; the gate treats every stage alike.
+    stages = ("--perf-stages=fp32", "--perf-size=64")
     for name in ("first", "second"):
-        suite.run(*stages, f"--benchmark-save={name}").assert_outcomes(passed=2)
+        suite.run(*stages, f"--benchmark-save={name}").assert_outcomes(passed=1)
     first, saved = suite.saved()
     data = json.loads(saved.read_text())
     assert saved.parent.name.startswith("cpu-")
     assert all(len(b["stats"]["data"]) >= 6 for b in data["benchmarks"])
     assert data["diffusers_perf"]["software"]["torch"] == torch.__version__
 
-    for attempt in range(5):  # no false alarm on unchanged reruns
+    for attempt in range(3):  # no false alarm on unchanged reruns
         rerun = suite.run(*stages, "--benchmark-compare")
         assert rerun.ret == 0, rerun.stdout.str()
         assert "REGRESSION" not in rerun.stdout.str()
 
     slow = suite.run(*stages, "--benchmark-compare", "--perf-inject-slowdown=1.0")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED, slow.stdout.str()
-    # Every stage is about twice as slow; a stage whose recorded rounds were disturbed on this
-    # 2-core machine (one CI run: fp32's spread 0.49-1.44 s, threshold 71 %, rank test p = 0.03)
-    # may stay within its widened threshold, so the build must fail through at least one stage.
+    # Twice as slow is above the widest threshold a disturbed recording gave on this 2-core machine
+    # (one CI run: fp32's spread 0.49-1.44 s, threshold 71 %).
     slow.stdout.fnmatch_lines(["REGRESSION *: latency +*", "diffusers-perf: FAIL, * regressed *"])
     assert suite.saved() == [first, saved]  # comparing never writes
 
 
 def test_compare_without_any_baseline_fails_with_one_line(suite):
-    result = suite.run("--perf-stages=bf16", "--benchmark-compare")
+    result = suite.run("--perf-stages=bf16", "--perf-size=32", "--benchmark-compare")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*no baseline for this hardware*pytest perf --benchmark-save=baseline*"])
     assert suite.last_line(result).startswith("diffusers-perf: FAIL, 0 of 1 stages compared")
-    allowed = suite.run("--perf-stages=bf16", "--benchmark-compare", "--perf-allow-uncompared")
+    allowed = suite.run("--perf-stages=bf16", "--perf-size=32", "--benchmark-compare", "--perf-allow-uncompared")
     assert allowed.ret == 0
     assert "1 not compared (allowed by --perf-allow-uncompared): bf16" in suite.last_line(allowed)
     assert suite.saved() == []
@@ -157,7 +158,7 @@ def test_broken_baseline_is_reported_and_new_stage_named(suite):
     (good.parent / "0002_broken.json").write_text(good.read_text()[:100])
     # Only bf16 runs: this test is about the files and the names, so no stage is timed against
     # the baseline (an unchanged fp32 can drift past its threshold on a loaded 2-core machine).
-    result = suite.run("--perf-stages=bf16", "--benchmark-compare")
+    result = suite.run("--perf-stages=bf16", "--perf-size=32", "--benchmark-compare")
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # bf16 is in no stored run: not compared
     result.stdout.fnmatch_lines(["*NOT COMPARED bf16: no stored run for this hardware*holds it*",
                                  "*0002_broken.json: is truncated*"])
@@ -176,7 +177,7 @@ def pytest_runtest_teardown(item):
 
 
 def test_interrupted_run_saves_nothing(suite):
-    result = suite.run("--perf-stages=fp32,bf16", "--benchmark-save=partial",
+    result = suite.run("--perf-stages=fp32,bf16", "--perf-size=32", "--benchmark-save=partial",
                        plugins={"interrupt_after_bf16": INTERRUPT_AFTER_BF16})
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert suite.saved() == []

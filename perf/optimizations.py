@@ -67,7 +67,7 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
 #: Linears whose input has one row per image, not per token: the time and text-time embeddings,
 #: ResNets' time projections and a DiT's adaptive norms. torchao's int8 matmul needs more than 16
 #: rows on CUDA ("self.size(0) needs to be greater than 16, but got 2" under classifier-free
-#: guidance, ``../shared/gpu.md``), and quantizing them saves nothing.
+#: guidance, seen on an H100), and quantizing them saves nothing.
 PER_IMAGE_LINEARS = ("time", "norm", "add_embedding")
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # (a) 25 unchanged compares against two recordings; (b) 10 autosave+compare in a row. tiny, 2 steps, 64 px.
-cd /tmp/snap; . /work/main/.venv/bin/activate
+cd "$(dirname "$0")/.."  # the repository root, with its environment active
 A="perf --perf-pipeline=tiny --perf-steps=2 --perf-size=64 --perf-max-time=3 --perf-max-rounds=8 --perf-no-flops --perf-stages=fp32,bf16 -p no:cacheprovider -W ignore --perf-report=none -q"
 S=/tmp/sr/store-a; rm -rf $S /tmp/sr/a; mkdir -p /tmp/sr/a
 for n in first second; do python -m pytest $A --benchmark-storage=file://$S --benchmark-save=$n > /tmp/sr/a/record-$n.log 2>&1; done

@@ -55,6 +55,7 @@ import statistics
 
 from . import counters, quality, stages
 from .baselines import StagePlan, gpu_samples
+from .outcome import Status
 from .stats import (bootstrap_median_ci, bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv,
                     run_to_run_sd, signed_rank_p, smallest_p)
 from .gpu_time import GPU_ROUNDS
@@ -265,13 +266,13 @@ def replays_graphs(name: str) -> bool:
 # -- verdicts ---------------------------------------------------------------------------------------
 
 #: Statuses that mean the stage was judged against a baseline.
-COMPARED = ("ok", "faster", "REGRESSION")
+COMPARED = (Status.OK, Status.FASTER, Status.REGRESSION)
 
 
 @dataclasses.dataclass
 class Verdict:
     stage: str
-    status: str  # "ok" | "faster" | "REGRESSION" | "not compared" | "failed" | "skipped" | "measured" | "not timed"
+    status: Status  # a str: comparing with "ok", "REGRESSION", ... still reads the same
     detail: str = ""
     latency: LatencyComparison | None = None  # wall time: the fastest round's, or the median's if only it regressed
     latency_median: LatencyComparison | None = None
@@ -301,7 +302,7 @@ class Policy:
 
 
 def not_compared(name: str, reason: str, policy: Policy, **fields) -> Verdict:
-    return Verdict(name, "not compared", reason, failing=not policy.allow_uncompared,
+    return Verdict(name, Status.NOT_COMPARED, reason, failing=not policy.allow_uncompared,
                    headline=f"{name} not compared", **fields)
 
 
@@ -315,14 +316,14 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
         if policy.compare and bench is not None:
             return not_compared(name, f"{source} holds it, but it skipped now: {message}", policy,
                                 baseline_median=base_median, baseline=source)
-        return Verdict(name, "skipped", message, baseline_median=base_median, baseline=source)
+        return Verdict(name, Status.SKIPPED, message, baseline_median=base_median, baseline=source)
     if result.outcome == "failed":
-        return Verdict(name, "failed", result.message, baseline_median=base_median, baseline=source, failing=True,
+        return Verdict(name, Status.FAILED, result.message, baseline_median=base_median, baseline=source, failing=True,
                        headline=f"{name} failed")
     if not result.rounds:
-        return Verdict(name, "not timed", "--benchmark-disable: generated once and checked, not timed")
+        return Verdict(name, Status.NOT_TIMED, "--benchmark-disable: generated once and checked, not timed")
     if not policy.compare:
-        return Verdict(name, "measured")
+        return Verdict(name, Status.MEASURED)
     if bench is None:
         return not_compared(name, stage_plan.reason if stage_plan else "no baseline", policy)
 
@@ -374,7 +375,7 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
         return _regression(name, problems, fields)
     suffix = _ok_suffix(gpu, notes + reported)
     if latency.improved and latency_median.ratio < 1 and (gpu is None or not gpu.ratio > 1 + gpu.threshold):
-        return Verdict(name, "faster", f"latency {(latency.ratio - 1) * 100:+.1f}%" + suffix, **fields)
+        return Verdict(name, Status.FASTER, f"latency {(latency.ratio - 1) * 100:+.1f}%" + suffix, **fields)
     detail = f"latency {(latency.ratio - 1) * 100:+.1f}% within {latency.threshold * 100:.1f}%"
     if latency.ratio > 1:
         detail += f" (p={latency.p_slower:.2g})"
@@ -383,7 +384,7 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     if "step_fastest" in steps:
         step = steps["step_fastest"]
         detail += f"; step {(step.ratio - 1) * 100:+.1f}% within {step.threshold * 100:.1f}%"
-    return Verdict(name, "ok", detail + suffix, **fields)
+    return Verdict(name, Status.OK, detail + suffix, **fields)
 
 
 def step_timing(extra: dict | None) -> dict:
@@ -461,7 +462,7 @@ def _counter_lines(changes, steps: int | None) -> tuple[list[str], list[str]]:
 
 
 def _regression(name: str, problems: list[str], fields: dict) -> Verdict:
-    return Verdict(name, "REGRESSION", "; ".join(problems), failing=True,
+    return Verdict(name, Status.REGRESSION, "; ".join(problems), failing=True,
                    headline=f"{name} {problems[0].split(' (')[0].replace('threshold ', '')}", **fields)
 
 
@@ -535,9 +536,9 @@ def paired(ratios: list[float], limit: float) -> LatencyComparison:
 def judge_ab(name: str, result, policy: Policy) -> Verdict:
     """The A/B verdict of one stage: ``result`` is a :class:`perf.ab.ABResult`."""
     if result is None or result.outcome == "skipped":
-        return Verdict(name, "skipped", result.message if result else "not run")
+        return Verdict(name, Status.SKIPPED, result.message if result else "not run")
     if result.outcome == "failed":
-        return Verdict(name, "failed", result.message, failing=True, headline=f"{name} failed")
+        return Verdict(name, Status.FAILED, result.message, failing=True, headline=f"{name} failed")
     if result.outcome == "not compared":
         return not_compared(name, result.message, policy)
     candidate, reference = result.candidate, result.reference
@@ -569,7 +570,7 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
         return _regression(name, problems, fields)
     suffix = _ok_suffix(gpu, reported)
     if latency.improved:
-        return Verdict(name, "faster", f"candidate/reference {latency.ratio:.3f} (p={latency.p_faster:.2g}, "
+        return Verdict(name, Status.FASTER, f"candidate/reference {latency.ratio:.3f} (p={latency.p_faster:.2g}, "
                                        f"95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)
-    return Verdict(name, "ok", f"candidate/reference {latency.ratio:.3f}, within +{latency.threshold * 100:.1f}% "
+    return Verdict(name, Status.OK, f"candidate/reference {latency.ratio:.3f}, within +{latency.threshold * 100:.1f}% "
                                f"(95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)

@@ -82,6 +82,7 @@ def ab_json(path):
     return json.loads(path.read_text())["diffusers_perf"]["ab"]["stages"]
 
 
+@pytest.mark.alone
 def test_a_a_passes_and_faults_in_either_side_are_seen(suite):
     """One stage; the same interpreter on both sides; then a host delay in the candidate (slower:
     fails), then in the reference (the candidate is faster: reported, passes). The delay is over
@@ -107,6 +108,7 @@ def test_a_a_passes_and_faults_in_either_side_are_seen(suite):
     assert "1 faster (fp32)" in suite.last_line(faster)
 
 
+@pytest.mark.alone
 def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):
     result = suite.run("--perf-stages=fp32,bf16", "--perf-size=32", f"--perf-reference-python={sys.executable}", *AB,
                        "--perf-inject-crash", "--benchmark-json=crash.json")
@@ -118,6 +120,7 @@ def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):
     assert "1 failed: fp32" in suite.last_line(result)
 
 
+@pytest.mark.alone
 def test_stored_gate_and_a_b_in_one_job(suite):
     """Both gates run; A/B alone leaves no stored run behind."""
     assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
@@ -179,6 +182,7 @@ def wrapper(tmp_path, body: str) -> str:
     return str(script)
 
 
+@pytest.mark.alone
 def test_a_reference_that_prints_at_start_or_runs_through_a_wrapper_still_speaks_the_protocol(suite, tmp_path):
     """A banner from the wrapper script and a print from a site hook at every start-up: neither
     reaches the worker's protocol, and the interpreter check accepts the wrapper."""

@@ -53,7 +53,7 @@ def test_skip_reasons_without_cuda():
 
 
 def test_each_family_has_its_ladder_in_the_one_registry():
-    assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "int8", "fp8"]
+    assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier", "int8", "fp8"]
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     assert stages.names("sd") == stages.names()  # SD 1.5: the whole guide
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
@@ -63,6 +63,15 @@ def test_each_family_has_its_ladder_in_the_one_registry():
     assert graphs.dtype == "bfloat16" and not graphs.channels_last and graphs.compile["mode"] == "reduce-overhead"
     assert stages.recipe("cudagraphs", "sd").dtype == "float16"  # the UNet ladder is unchanged
     assert [s.name for s in stages.lineage("fused_qkv", "dit")] == ["bf16", "fused_qkv"]
+
+
+def test_the_full_recipes_add_the_vae_and_fused_qkv_to_cuda_graphs():
+    frontier = stages.recipe("frontier", "dit")
+    assert [s.name for s in stages.lineage("frontier", "dit")] == ["bf16", "cudagraphs", "compile_vae", "frontier"]
+    assert frontier.fuse_qkv and frontier.compile["mode"] == "reduce-overhead"
+    assert frontier.compile_vae == {"mode": "reduce-overhead", "fullgraph": True}
+    assert stages.recipe("cudagraphs").compile_vae is None and stages.recipe("int8").compile_vae is None
+    assert stages.min_psnr("frontier", "sd", "sd15") == stages.min_psnr("fp16", "sd", "sd15")  # fp16's numerics
 
 
 def test_a_stage_named_for_a_family_it_does_not_fit_says_why():

@@ -115,6 +115,7 @@ def test_a_failing_stage_fails_alone(suite):
                                  "OutOfMemoryError*"])
 
 
+@pytest.mark.alone
 def test_gate_records_passes_unchanged_and_fails_on_slowdown(suite):
     # Two recorded runs: the gate's threshold includes the run-to-run noise they show.
     # fp32 alone: the other CPU stages run in half precision, whose VAE decode costs 2 s a round at

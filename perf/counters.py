@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+if TYPE_CHECKING:  # torch is imported where a profile is read: judging stored runs needs none
+    import torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,9 +89,9 @@ def _python_calls(call: Callable[[], object]) -> tuple[object, int]:
 def device_counts(events) -> dict[str, int]:
     """Kernels, copies by direction and the counted CUDA runtime calls, from a profile's events
     (one made with CUDA activity: the runtime calls are traced with it)."""
-    counts = {name: 0 for name in set(_RUNTIME.values()) | set(_MEMCPY.values()) | {"kernels"}}
     import torch
 
+    counts = {name: 0 for name in set(_RUNTIME.values()) | set(_MEMCPY.values()) | {"kernels"}}
     cuda = torch.autograd.DeviceType.CUDA
     for event in events:
         name = event.name()

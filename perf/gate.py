@@ -118,10 +118,6 @@ STEP_MIN_EFFECT = {
 }
 
 
-def step_min_effect(name: str, device: str) -> dict[str, float]:
-    """The stored gate's step floors for a stage on a device (:data:`STEP_MIN_EFFECT`)."""
-    kind = "graphs" if device == "cuda" and replays_graphs(name) else "eager"
-    return STEP_MIN_EFFECT.get((device, kind), STEP_MIN_EFFECT[("cpu", "eager")])
 #: The same floors in A/B, where adjacent rounds pair and the host's drift cancels. CPU: A/A step
 #: ratios of tiny spread 0.86-1.09 over eight stage-runs (separate worker processes differ, as for
 #: whole stages, ``AB_DEVICE_MIN_EFFECT``); a 15 % step fault gave 1.12-1.15.
@@ -129,6 +125,12 @@ AB_STEP_MIN_EFFECT = {
     "cuda": {"step_fastest": 0.03, "first": 0.06, "after": 0.10},
     "cpu": {"step_fastest": 0.20, "first": 0.30, "after": 0.30},
 }
+
+
+def step_min_effect(name: str, device: str) -> dict[str, float]:
+    """The stored gate's step floors for a stage on a device (:data:`STEP_MIN_EFFECT`)."""
+    kind = "graphs" if device == "cuda" and replays_graphs(name) else "eager"
+    return STEP_MIN_EFFECT.get((device, kind), STEP_MIN_EFFECT[("cpu", "eager")])
 
 #: Significance level of the rank test on GPU busy time, where wall time keeps :data:`ALPHA`. What
 #: protects GPU time from false alarms is its floor, not the test: over nine unchanged H100 ladders
@@ -360,7 +362,7 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     base_mem, mem = (bench.get("extra_info") or {}).get("peak_memory_bytes"), result.extra.get("peak_memory_bytes")
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
 
-    steps = compare_steps(name, bench, result.extra, stage_plan, device)
+    steps = compare_steps(bench, result.extra, stage_plan, device)
     problems = [_regression_detail("latency", latency)] if latency.regressed else []
     problems += [_step_detail(field, comparison) for field, comparison in steps.items() if comparison.regressed]
     problems += _gpu_and_memory_problems(gpu, base_mem, mem)
@@ -393,12 +395,11 @@ def step_timing(extra: dict | None) -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def compare_steps(name: str, bench: dict, extra: dict, stage_plan: StagePlan,
-                  device: str) -> dict[str, LatencyComparison]:
+def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) -> dict[str, LatencyComparison]:
     """Each of :data:`STEP_COMPONENTS` that both runs timed, on its median over rounds, against its
     floor and its own noise (within the baseline's rounds, and between the stored runs)."""
     base, now = step_timing(bench.get("extra_info")), step_timing(extra)
-    floors = step_min_effect(name, device)
+    floors = step_min_effect(stage_plan.stage, device)
     found = {}
     for field in STEP_COMPONENTS:
         before, after = base.get(field), now.get(field)
@@ -571,6 +572,6 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     suffix = _ok_suffix(gpu, reported)
     if latency.improved:
         return Verdict(name, Status.FASTER, f"candidate/reference {latency.ratio:.3f} (p={latency.p_faster:.2g}, "
-                                       f"95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)
+                                              f"95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)
     return Verdict(name, Status.OK, f"candidate/reference {latency.ratio:.3f}, within +{latency.threshold * 100:.1f}% "
-                               f"(95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)
+                                    f"(95% CI {latency.ci[0]:.3f}-{latency.ci[1]:.3f})" + suffix, **fields)

@@ -19,7 +19,10 @@ run after the timed rounds and never mixed with them: the profiler slows the hos
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:  # torch is imported where a trace is read: judging stored runs needs none
+    import torch
 
 #: Profiled rounds per stage for GPU busy time: the fewest with which its rank test can fail a stage
 #: (:data:`perf.gate.GPU_TIME_ALPHA`). Each costs about two generations of host-bound stages under the

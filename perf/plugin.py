@@ -215,12 +215,17 @@ def _configure(config: pytest.Config) -> None:
     _load_compile_cache(config._perf)
 
 
+def _compile_cache_folder(perf: PerfSession) -> Path:
+    """This hardware's files in the compile cache (perf.compile_cache)."""
+    return compile_cache.folder(perf.settings.compile_cache, perf.key)
+
+
 def _load_compile_cache(perf: PerfSession) -> None:
     """Before anything compiles: the kernels earlier runs on this hardware stored (perf.compile_cache)."""
     if perf.settings.compile_cache is None or perf.runner.device.type != "cuda":
         return
     perf.cache_before = counters.cache_state()
-    where = compile_cache.folder(perf.settings.compile_cache, perf.key)
+    where = _compile_cache_folder(perf)
     paths = compile_cache.files(where)
     problems = compile_cache.load(paths)
     perf.context.extend(problems)
@@ -238,7 +243,7 @@ def _save_compile_cache(perf: PerfSession) -> None:
     if any(v.status == "failed" for v in perf.verdicts.values()):
         return
     try:
-        path = compile_cache.save(compile_cache.folder(perf.settings.compile_cache, perf.key))
+        path = compile_cache.save(_compile_cache_folder(perf))
     except Exception as exc:  # the cache only saves time: never fail a run over it
         perf.context.append(f"compile cache not written ({type(exc).__name__}: {exc})")
         return

@@ -23,6 +23,10 @@ float32) then neither fails a floor nor "drops" from exact equality to float32 r
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch and numpy are imported where images are compared: judging stored runs needs neither
+    import torch
 
 #: PSNR at or above which two images are the same picture (RMS error 1e-5 of the [0, 1] range).
 IDENTICAL_DB = 100.0

@@ -7,7 +7,6 @@ what a reader of the JSON needs in ``extra_info``, tear down before the next sta
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import statistics
 from typing import Any

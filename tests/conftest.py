@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import tempfile
 from pathlib import Path
 
@@ -99,13 +98,10 @@ def _alone_when_marked(request: pytest.FixtureRequest):
         return
     stem = Path(tempfile.gettempdir()) / f"diffusers-perf-tests-{workerinput['testrunuid']}"
     alone = request.node.get_closest_marker("alone") is not None
-    with _flock(stem.with_suffix(".turnstile"), fcntl.LOCK_EX):
-        hold = _flock(stem.with_suffix(".lock"), fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        hold.__enter__()
-    try:
+    with contextlib.ExitStack() as held:
+        with _flock(stem.with_suffix(".turnstile"), fcntl.LOCK_EX):
+            held.enter_context(_flock(stem.with_suffix(".lock"), fcntl.LOCK_EX if alone else fcntl.LOCK_SH))
         yield
-    finally:
-        hold.__exit__(None, None, None)
 
 
 @pytest.fixture(autouse=True)

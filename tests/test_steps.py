@@ -82,7 +82,7 @@ def test_the_gate_fails_a_slower_step_on_its_own_line_and_passes_an_unchanged_on
         now = entry(0.0260 * scale)
         result = StageResult(stage, "passed", rounds=now["stats"]["data"],
                              extra=dict(now["extra_info"], device=device))
-        compared = gate.compare_steps(stage, base, result.extra, plan, device)
+        compared = gate.compare_steps(base, result.extra, plan, device)
         assert set(compared) == {"step_fastest", "first", "after"}
         assert compared["step_fastest"].regressed is failing
         assert not compared["first"].regressed and not compared["after"].regressed
@@ -94,7 +94,7 @@ def test_a_baseline_without_step_timing_is_judged_on_the_rest():
     base = entry(0.026)
     del base["extra_info"]["step_timing"]
     now = entry(0.030)
-    assert gate.compare_steps("sdpa", base, now["extra_info"], baselines.StagePlan("sdpa", entry=base), "cuda") == {}
+    assert gate.compare_steps(base, now["extra_info"], baselines.StagePlan("sdpa", entry=base), "cuda") == {}
 
 
 def test_graph_stages_get_tighter_step_floors_than_eager_ones_on_cuda():

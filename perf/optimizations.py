@@ -59,6 +59,11 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
     if recipe.compile is not None:
         setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser), **recipe.compile))
     if recipe.compile_vae is not None:  # diffusion-fast's order: layout first, then the decoder alone
+        if getattr(pipe.vae.config, "force_upcast", False) and pipe.vae.dtype == torch.float16:
+            # SDXL's VAE asks its pipeline to cast it to float32 and back around every decode: new
+            # weight storage each call, which a CUDA-graphed decoder would re-record every time.
+            # diffusion-fast runs SDXL with upcast_vae=False, as the fp16-fix VAE's config says.
+            pipe.vae.register_to_config(force_upcast=False)
         pipe.vae.to(memory_format=torch.channels_last)
         pipe.vae.decode = torch.compile(pipe.vae.decode, **recipe.compile_vae)
     return pipe

@@ -151,7 +151,10 @@ GPU_TIME_ALPHA = 0.05
 #: Eager stages ("eager"): on the shared H100 host the host part (wall - GPU busy) of unchanged
 #: stages was seen at up to 2.5x its baseline (channels_last 0.91 -> 2.27 s; compile 0.51 ->
 #: 1.13 s) while GPU time moved under 1 %: ``reports/h100/*3*.log``. With 1.0 a rerun
-#: false-alarmed on compile (``rerun3-hostdrift1.0.log``); 2.0 lets the host part triple.
+#: false-alarmed on compile (``rerun3-hostdrift1.0.log``). 2.0 (the host part may triple) held
+#: until the first H200 SDXL rerun, on a fresh machine: ``tf32``'s GPU time moved +0.1 % and its
+#: host part 0.24 -> 0.87 s (3.7x), a false +27.1 % against a 20.4 % floor
+#: (``reports/h200/ladder/sdxl-rerun-eager.log``). 3.0 lets it quadruple.
 #:
 #: Stages that replay CUDA graphs ("graphs", ``torch.compile(mode="reduce-overhead")``): one graph
 #: launch per UNet call takes the per-kernel launches off the host; what is left (text encoder,
@@ -163,7 +166,7 @@ GPU_TIME_ALPHA = 0.05
 #:
 #: ``--perf-host-drift`` replaces all of them (a dedicated runner: lower).
 HOST_DRIFT = {
-    ("cuda", "eager"): {"fastest round": 2.0, "median": 2.0},
+    ("cuda", "eager"): {"fastest round": 3.0, "median": 3.0},
     ("cuda", "graphs"): {"fastest round": 0.8, "median": 1.5},
 }
 

@@ -7,6 +7,7 @@ samples, tested against textbook values (the exact Mann-Whitney distribution is 
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
@@ -92,26 +93,21 @@ def mann_whitney_p(x: list[float], y: list[float]) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def _u_distribution(n: int, m: int) -> list[int]:
-    """Number of arrangements giving each U, by the classic recurrence f(n,m,u)=f(n-1,m,u-m)+f(n,m-1,u)."""
-    table: dict[tuple[int, int], list[int]] = {}
+@functools.lru_cache(maxsize=None)
+def _u_distribution(n: int, m: int) -> tuple[int, ...]:
+    """Number of arrangements giving each U, by the classic recurrence f(n,m,u)=f(n-1,m,u-m)+f(n,m-1,u).
 
-    def f(a: int, b: int) -> list[int]:
-        if (a, b) in table:
-            return table[(a, b)]
-        if a == 0 or b == 0:
-            result = [1]
-        else:
-            left, right = f(a - 1, b), f(a, b - 1)
-            result = [0] * (a * b + 1)
-            for u, count in enumerate(left):
-                result[u + b] += count
-            for u, count in enumerate(right):
-                result[u] += count
-        table[(a, b)] = result
-        return result
-
-    return f(n, m)
+    Cached: a session judges the same few (rounds, baseline rounds) pairs for every stage and
+    statistic, and each table costs O(n * m * n * m) to build."""
+    if n == 0 or m == 0:
+        return (1,)
+    left, right = _u_distribution(n - 1, m), _u_distribution(n, m - 1)
+    result = [0] * (n * m + 1)
+    for u, count in enumerate(left):
+        result[u + m] += count
+    for u, count in enumerate(right):
+        result[u] += count
+    return tuple(result)
 
 
 def bootstrap_ratio_ci(baseline: list[float], current: list[float], level: float = 0.95) -> tuple[float, float]:

@@ -25,6 +25,12 @@ LIMITS = {"--perf-steps": (1, 1000), "--perf-size": (1, 4096), "--perf-batch": (
 MAX_PIXELS = 4096 * 4096
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("diffusers-perf", "diffusers-perf: Diffusers inference benchmarks")
     group.addoption("--perf-pipeline", metavar="NAME", default=None,

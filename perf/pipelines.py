@@ -69,6 +69,19 @@ class PipelineSpec:
         return size_multiple(self.vae_scale_factor, self.family)
 
 
+def register(*added: PipelineSpec) -> None:
+    """Add embedded pipelines (what ``pytest_perf_pipelines`` returns). Raises ValueError, one line,
+    for a name taken by another pipeline or an unknown family. The same spec again is a no-op."""
+    for spec in added:
+        if not isinstance(spec, PipelineSpec):
+            raise ValueError(f"pytest_perf_pipelines returned {spec!r}, not a perf.pipelines.PipelineSpec")
+        if SPECS.get(spec.name) not in (None, spec):
+            raise ValueError(f"pipeline {spec.name!r} is declared twice: give the added pipeline a name of its own")
+        if spec.family not in ("sd", "sdxl", "dit"):
+            raise ValueError(f"pipeline {spec.name!r}: unknown family {spec.family!r}; valid: sd, sdxl, dit")
+    SPECS.update({spec.name: spec for spec in added})
+
+
 def size_multiple(vae_scale_factor: int, family: str) -> int:
     """Image sides must be a multiple of this: the VAE's factor, twice that for a DiT (Flux packs
     2x2 latent patches)."""
@@ -240,6 +253,8 @@ SPECS: dict[str, PipelineSpec] = {
         call=dict(guidance_scale=3.5, max_sequence_length=32),
     ),
 }
+#: The pipelines declared here; others come from the ``pytest_perf_pipelines`` hook (:func:`register`).
+BUILT_IN = frozenset(SPECS)
 
 
 def default_pipeline() -> str:

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from . import (ab, baselines, charts, compile_cache, counters, gate, options, outcome, preflight, progress, report,
-               stages, storage, worker)
+from . import (ab, baselines, charts, compile_cache, counters, gate, options, outcome, pipelines, preflight, progress,
+               report, stages, storage, worker)
 from .results import StageResult
 from .runner import Runner
 
@@ -153,6 +153,27 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"diffusers-perf:{where}: {exc.strerror or exc}") from None
 
 
+def _register_added(config: pytest.Config) -> None:
+    """Stages and pipelines from ``pytest_perf_stages`` / ``pytest_perf_pipelines`` (:mod:`perf.hooks`)."""
+    try:
+        for added in config.hook.pytest_perf_stages():
+            stages.register(*added)
+        for added in config.hook.pytest_perf_pipelines():
+            pipelines.register(*added)
+    except (TypeError, ValueError) as exc:
+        raise pytest.UsageError(f"diffusers-perf: {exc}") from None
+    if config.getoption("perf_reference_python", None):
+        selected = config.getoption("perf_stages", None) or "all"
+        added = [name for name in stages.names() if name not in stages.BUILT_IN and (
+            selected == "all" or name in selected.split(","))]
+        pipeline = config.getoption("perf_pipeline", None)
+        if pipeline and pipeline not in pipelines.BUILT_IN:
+            added.append(f"pipeline {pipeline}")
+        if added:
+            raise pytest.UsageError(f"--perf-reference-python: A/B workers know the built-in stages and pipelines "
+                                    f"only, not {', '.join(added)} (added by a hook); select built-in ones for A/B")
+
+
 def _configure(config: pytest.Config) -> None:
     if not hasattr(config.option, "benchmark_storage"):
         raise pytest.UsageError("diffusers-perf needs pytest-benchmark: pip install pytest-benchmark")
@@ -164,6 +185,7 @@ def _configure(config: pytest.Config) -> None:
             "diffusers-perf: benchmarks cannot run under pytest-xdist (-n/--dist): parallel workers share "
             "the device and make every timing wrong; run `pytest perf` without -n (the tests may use -n)"
         )
+    _register_added(config)
     for option, value in (("--perf-model", config.getoption("perf_model", None)),
                           ("--perf-reference-python", config.getoption("perf_reference_python", None)),
                           ("--perf-compile-cache", config.getoption("perf_compile_cache", None))):

@@ -156,6 +156,28 @@ _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transforme
                      "also takes added conditioning (text_embeds, time_ids)"}
 
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
+#: The stages declared here; others come from the ``pytest_perf_stages`` hook (:func:`register`).
+BUILT_IN = frozenset(BY_NAME)
+
+
+def register(*added: Stage) -> None:
+    """Add stages after the ladder's own (what ``pytest_perf_stages`` returns). Raises ValueError,
+    one line, for a name taken by another stage or a parent that is not declared before it; the
+    registry is then left as it was. Registering the same stage again is a no-op."""
+    global STAGES, BY_NAME
+    new = tuple(stage for stage in added if BY_NAME.get(stage.name) != stage)
+    for stage in new:
+        if not isinstance(stage, Stage):
+            raise ValueError(f"pytest_perf_stages returned {stage!r}, not a perf.stages.Stage")
+        if stage.name in BY_NAME or [s.name for s in new].count(stage.name) > 1:
+            raise ValueError(f"stage {stage.name!r} is declared twice: give the added stage a name of its own")
+    saved = STAGES, BY_NAME
+    STAGES, BY_NAME = STAGES + new, {**BY_NAME, **{stage.name: stage for stage in new}}
+    try:
+        _check_registry()
+    except (RuntimeError, KeyError) as exc:
+        STAGES, BY_NAME = saved
+        raise ValueError(str(exc).strip('"')) from None
 
 
 def names(family: str | None = None) -> list[str]:
@@ -254,7 +276,7 @@ def _check_registry() -> None:
             if family not in stage.families:
                 continue
             up = parent(stage.name, family)
-            if up is not None and up not in seen:
+            if up is not None and up not in seen:  # also an unknown parent
                 raise RuntimeError(f"stage {stage.name!r}: its parent in {family} pipelines, {up!r}, must be "
                                    "declared before it and apply to them")
             seen.add(stage.name)

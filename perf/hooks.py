@@ -1,0 +1,29 @@
+"""Hooks other code implements to add to the ladder, as pytest-benchmark exposes its own.
+
+A ``conftest.py`` or plugin in the repository that runs the ladder returns what it adds; the
+suite registers it before it reads ``--perf-stages`` and ``--perf-pipeline``, so an added stage
+is selected, parametrized, judged, reported and stored like a built-in one::
+
+    from perf.stages import Stage
+
+    def pytest_perf_stages():
+        return [Stage("max_autotune", "cudagraphs", "+ torch.compile(mode='max-autotune')",
+                      compile={"mode": "max-autotune", "fullgraph": True}, requires=("cuda", "compile"))]
+
+A stage is made of the fields of :class:`perf.stages.Recipe`; a new kind of change is a new
+field there and a few lines in :mod:`perf.optimizations`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.hookspec
+def pytest_perf_stages():
+    """Return :class:`perf.stages.Stage` objects to add after the built-in ones, each after its parent."""
+
+
+@pytest.hookspec
+def pytest_perf_pipelines():
+    """Return :class:`perf.pipelines.PipelineSpec` objects to add to the embedded pipelines."""

@@ -20,6 +20,10 @@ post-processing: host time no counter sees, which only a clock can catch (the A/
 ``--perf-inject-quality=F`` scales the output of the denoiser's first attention by ``1 + F``: the
 kind of bug (a wrong softmax scale, a dropped bias) that leaves an image neither black nor flat,
 which only the quality guard (:mod:`perf.quality`) can catch.
+
+This module is also the pytest plugin that adds those options, opt-in as a fault should be:
+``pytest perf -p perf.inject --perf-inject-…``. Without it a run has no fault to inject, and its
+``--help`` lists only what users measure with.
 """
 
 from __future__ import annotations
@@ -28,7 +32,91 @@ import functools
 import math
 import time
 
+import pytest
 import torch
+
+
+#: The options this plugin adds, each filling the ``Settings`` field of the same name, off by default.
+DEFAULTS = {"inject_nan": False, "inject_slowdown": 0.0, "inject_sync": False, "inject_host_work": 0.0,
+            "inject_step_delay": 0.0, "inject_recompile": False, "inject_host_delay": 0.0,
+            "inject_side": "candidate", "inject_crash": False, "inject_quality": 0.0}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("diffusers-perf")
+    group.addoption("--perf-inject-nan", action="store_true",
+                    help="(proves the guard) put a NaN into the VAE's output: every stage must fail")
+    group.addoption("--perf-inject-sync", action="store_true",
+                    help="(proves the counters) read one latent value back to the host in every scheduler step")
+    group.addoption("--perf-inject-host-work", metavar="FRACTION", type=float, default=0.0,
+                    help="(proves the counters and the wall-time gate) Python calls worth FRACTION of the "
+                         "baseline's wall seconds per step, in every scheduler step; needs --benchmark-compare")
+    group.addoption("--perf-inject-step-delay", metavar="FRACTION", type=float, default=0.0,
+                    help="(proves the step gate) burn host CPU in one C call (hashlib) at every denoising step's "
+                         "end, worth FRACTION of the baseline's fastest step: no Python calls, no ops, only "
+                         "time; needs --benchmark-compare")
+    group.addoption("--perf-inject-recompile", action="store_true",
+                    help="(proves the counters) make the compiled UNet recompile once: a guard it reads changes")
+    group.addoption("--perf-inject-host-delay", metavar="SECONDS", type=float, default=0.0,
+                    help="(proves the clocks) spin SECONDS on the host in every generation's image "
+                         "post-processing: host time that no counter sees")
+    group.addoption("--perf-inject-quality", metavar="FRACTION", type=float, default=0.0,
+                    help="fault on purpose: scale the output of the denoiser's first attention by 1 + FRACTION "
+                         "(0.2: x1.2), a numeric fault that leaves the image neither black nor flat; the quality "
+                         "guard must fail the stage")
+    group.addoption("--perf-inject-side", choices=("candidate", "reference"), default="candidate",
+                    help="A/B runs: which side --perf-inject-host-delay and --perf-inject-crash act on "
+                         "(default: candidate, this environment)")
+    group.addoption("--perf-inject-crash", action="store_true",
+                    help="(proves worker isolation) A/B runs: the injected side's worker of the first selected "
+                         "stage dies of SIGSEGV after two rounds; that stage must fail alone")
+    group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
+                    help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
+                         "baseline's GPU busy time per step (its wall time per step where it has none); "
+                         "needs --benchmark-compare")
+
+
+def settings_fields(config: pytest.Config, selected: list[str], family: str) -> dict:
+    """The faults this run injects, as ``Settings`` fields; all off where this plugin is not loaded.
+    Raises :class:`pytest.UsageError` with one line on bad input."""
+    if not hasattr(config.option, "perf_inject_nan"):
+        return dict(DEFAULTS)
+    get = config.getoption
+    from . import stages
+
+    for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay",
+                   "--perf-inject-host-delay", "--perf-inject-quality"):
+        value = get(option[2:].replace("-", "_"))
+        if not math.isfinite(value):
+            raise pytest.UsageError(f"{option}: must be a finite number, got {value}")
+    for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay"):
+        fraction = get(option[2:].replace("-", "_"))
+        if fraction < 0:
+            raise pytest.UsageError(f"{option}: must be a fraction >= 0, got {fraction}")
+        if fraction > 10:
+            raise pytest.UsageError(f"{option}: {fraction} would make each stage {fraction + 1:.0f}x slower; "
+                                    "a fraction such as 0.05 proves the gate")
+        ab_sized = option == "--perf-inject-step-delay" and get("perf_reference_python")  # from each side's own step
+        if fraction and not get("benchmark_compare") and not ab_sized:
+            raise pytest.UsageError(f"{option} sizes the injected work from a baseline: add --benchmark-compare"
+                                    + (" (or A/B: --perf-reference-python)" if option == "--perf-inject-step-delay"
+                                       else ""))
+    if not -1 < get("perf_inject_quality") <= 10:
+        raise pytest.UsageError(f"--perf-inject-quality: must be a fraction above -1 (the output x 1 + FRACTION), "
+                                f"got {get('perf_inject_quality')}; 0.2 proves the quality guard")
+    delay = get("perf_inject_host_delay")
+    if delay < 0 or delay > 60:
+        raise pytest.UsageError(f"--perf-inject-host-delay: must be seconds from 0 to 60, got {delay}")
+    if get("perf_inject_sync") and not torch.cuda.is_available():
+        raise pytest.UsageError("--perf-inject-sync adds a host-device sync, which needs CUDA; "
+                                "on CPU prove the counters with --perf-inject-host-work")
+    if get("perf_inject_recompile") and not any(stages.recipe(name, family).compile for name in selected):
+        raise pytest.UsageError("--perf-inject-recompile acts on torch.compile stages (compile, cudagraphs); "
+                                "none of the selected stages compiles")
+    if get("perf_reference_python") is None and (get("perf_inject_crash") or get("perf_inject_side") == "reference"):
+        raise pytest.UsageError("--perf-inject-crash and --perf-inject-side=reference act on A/B workers: "
+                                "pass --perf-reference-python too")
+    return {name: get(f"perf_{name}") for name in DEFAULTS}
 
 
 @torch.library.custom_op("diffusers_perf::spin", mutates_args=())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import compile_cache, gate, pipelines, stages, timing
+from . import compile_cache, gate, inject, pipelines, stages, timing
 from .settings import Settings
 from .timing import MIN_ROUNDS_FOR_RANK_TEST, Budget
 
@@ -82,32 +82,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perf-no-counters", action="store_true",
                     help="skip the round that counts host work (kernels, syncs, copies, aten ops, Python calls), "
                          "which the gate compares exactly")
-    group.addoption("--perf-inject-nan", action="store_true",
-                    help="(proves the guard) put a NaN into the VAE's output: every stage must fail")
-    group.addoption("--perf-inject-sync", action="store_true",
-                    help="(proves the counters) read one latent value back to the host in every scheduler step")
-    group.addoption("--perf-inject-host-work", metavar="FRACTION", type=float, default=0.0,
-                    help="(proves the counters and the wall-time gate) Python calls worth FRACTION of the "
-                         "baseline's wall seconds per step, in every scheduler step; needs --benchmark-compare")
-    group.addoption("--perf-inject-step-delay", metavar="FRACTION", type=float, default=0.0,
-                    help="(proves the step gate) burn host CPU in one C call (hashlib) at every denoising step's "
-                         "end, worth FRACTION of the baseline's fastest step: no Python calls, no ops, only "
-                         "time; needs --benchmark-compare")
-    group.addoption("--perf-inject-recompile", action="store_true",
-                    help="(proves the counters) make the compiled UNet recompile once: a guard it reads changes")
-    group.addoption("--perf-inject-host-delay", metavar="SECONDS", type=float, default=0.0,
-                    help="(proves the clocks) spin SECONDS on the host in every generation's image "
-                         "post-processing: host time that no counter sees")
-    group.addoption("--perf-inject-quality", metavar="FRACTION", type=float, default=0.0,
-                    help="fault on purpose: scale the output of the denoiser's first attention by 1 + FRACTION "
-                         "(0.2: x1.2), a numeric fault that leaves the image neither black nor flat; the quality "
-                         "guard must fail the stage")
-    group.addoption("--perf-inject-side", choices=("candidate", "reference"), default="candidate",
-                    help="A/B runs: which side --perf-inject-host-delay and --perf-inject-crash act on "
-                         "(default: candidate, this environment)")
-    group.addoption("--perf-inject-crash", action="store_true",
-                    help="(proves worker isolation) A/B runs: the injected side's worker of the first selected "
-                         "stage dies of SIGSEGV after two rounds; that stage must fail alone")
     group.addoption("--perf-reference-python", metavar="PATH", default=None,
                     help="A/B in one job: also run every selected stage as test_ab[stage], alternating rounds "
                          "between this environment and the Python interpreter at PATH (another venv: "
@@ -116,10 +90,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="A/B runs: the least time a worker is given to answer one request (default 60); "
                          "start-up gets 5x, building and compiling 30x, a round 10x the stage's own round "
                          "when that is longer. A worker that does not answer fails its stage alone")
-    group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
-                    help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
-                         "baseline's GPU busy time per step (its wall time per step where it has none); "
-                         "needs --benchmark-compare")
+
 
 
 def settings_from(config: pytest.Config) -> Settings:
@@ -180,38 +151,10 @@ def settings_from(config: pytest.Config) -> Settings:
                 f"regression could ever fail; use at least {gate.fewest_rounds(alpha=alpha)}"
                 + (" (or 0 to turn GPU time off)" if option == "--perf-gpu-rounds" else "")
             )
-    for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay"):
-        fraction = get(option[2:].replace("-", "_"))
-        if fraction < 0:
-            raise pytest.UsageError(f"{option}: must be a fraction >= 0, got {fraction}")
-        if fraction > 10:
-            raise pytest.UsageError(f"{option}: {fraction} would make each stage {fraction + 1:.0f}x slower; "
-                                    "a fraction such as 0.05 proves the gate")
-        ab_sized = option == "--perf-inject-step-delay" and get("perf_reference_python")  # from each side's own step
-        if fraction and not get("benchmark_compare") and not ab_sized:
-            raise pytest.UsageError(f"{option} sizes the injected work from a baseline: add --benchmark-compare"
-                                    + (" (or A/B: --perf-reference-python)" if option == "--perf-inject-step-delay"
-                                       else ""))
-    if not -1 < get("perf_inject_quality") <= 10:
-        raise pytest.UsageError(f"--perf-inject-quality: must be a fraction above -1 (the output x 1 + FRACTION), "
-                                f"got {get('perf_inject_quality')}; 0.2 proves the quality guard")
-    delay = get("perf_inject_host_delay")
-    if delay < 0 or delay > 60:
-        raise pytest.UsageError(f"--perf-inject-host-delay: must be seconds from 0 to 60, got {delay}")
-    if get("perf_inject_sync") and not torch.cuda.is_available():
-        raise pytest.UsageError("--perf-inject-sync adds a host-device sync, which needs CUDA; "
-                                "on CPU prove the counters with --perf-inject-host-work")
-    if get("perf_inject_recompile") and not any(stages.recipe(name, family).compile for name in selected):
-        raise pytest.UsageError("--perf-inject-recompile acts on torch.compile stages (compile, cudagraphs); "
-                                "none of the selected stages compiles")
-    slowdown = get("perf_inject_slowdown")
     report = (get("perf_report") or "").strip()
     reference = get("perf_reference_python")
     if reference is not None and not reference.strip():
         raise pytest.UsageError("--perf-reference-python: empty; pass the reference environment's bin/python")
-    if reference is None and (get("perf_inject_crash") or get("perf_inject_side") == "reference"):
-        raise pytest.UsageError("--perf-inject-crash and --perf-inject-side=reference act on A/B workers: "
-                                "pass --perf-reference-python too")
 
     return Settings(
         pipeline=name,
@@ -231,16 +174,7 @@ def settings_from(config: pytest.Config) -> Settings:
         ),
         report=None if report.lower() in ("", "none") else Path(report),
         count_flops=not get("perf_no_flops"),
-        inject_nan=get("perf_inject_nan"),
-        inject_slowdown=slowdown,
-        inject_sync=get("perf_inject_sync"),
-        inject_host_work=get("perf_inject_host_work"),
-        inject_step_delay=get("perf_inject_step_delay"),
-        inject_recompile=get("perf_inject_recompile"),
-        inject_host_delay=get("perf_inject_host_delay"),
-        inject_side=get("perf_inject_side"),
-        inject_crash=get("perf_inject_crash"),
-        inject_quality=get("perf_inject_quality"),
+        **inject.settings_fields(config, selected, family),
         reference_python=reference,
         worker_timeout=get("perf_worker_timeout"),
         host_drift=get("perf_host_drift"),
@@ -261,12 +195,7 @@ def _check_numbers(get) -> None:
             raise pytest.UsageError(f"{option}: {value} is more than the suite takes (at most {highest})")
     for option, value, low in (("--perf-max-time", get("perf_max_time"), "positive seconds"),
                                ("--perf-worker-timeout", get("perf_worker_timeout"), "positive seconds"),
-                               ("--perf-host-drift", get("perf_host_drift"), "0 or more"),
-                               ("--perf-inject-slowdown", get("perf_inject_slowdown"), "a fraction >= 0"),
-                               ("--perf-inject-host-work", get("perf_inject_host_work"), "a fraction >= 0"),
-                               ("--perf-inject-step-delay", get("perf_inject_step_delay"), "a fraction >= 0"),
-                               ("--perf-inject-host-delay", get("perf_inject_host_delay"), "seconds >= 0"),
-                               ("--perf-inject-quality", get("perf_inject_quality"), "a fraction")):
+                               ("--perf-host-drift", get("perf_host_drift"), "0 or more")):
         if value is not None and not math.isfinite(value):
             raise pytest.UsageError(f"{option}: must be a finite number ({low}), got {value}")
     if get("perf_host_drift") is not None and get("perf_host_drift") < 0:

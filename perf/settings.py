@@ -21,8 +21,8 @@ class Settings:
     budget: Budget
     report: Path | None
     count_flops: bool
-    inject_nan: bool
-    inject_slowdown: float
+    inject_nan: bool = False  # the --perf-inject-* faults (perf.inject, a plugin of its own)
+    inject_slowdown: float = 0.0
     inject_sync: bool = False
     inject_host_work: float = 0.0
     inject_step_delay: float = 0.0  # a fraction of the baseline's fastest step, burnt at each step's end

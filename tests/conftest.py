@@ -57,6 +57,8 @@ class Suite:
             extra += ("--perf-pipeline=tiny",)
         if not any(arg.startswith("--perf-size") for arg in args):
             extra += ("--perf-size=32",)
+        if any(arg.startswith("--perf-inject") for arg in args):
+            extra += ("-p", "perf.inject")  # fault injection is a plugin of its own, opt-in
         for name, source in (plugins or {}).items():
             self.pytester.makepyfile(**{name: source})
             extra += ("-p", name)

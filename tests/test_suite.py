@@ -222,3 +222,14 @@ def test_a_saved_flux_pipeline_loads_through_from_pretrained(suite, tmp_path):
     result = suite.run(f"--perf-model={tmp_path / 'flux'}", "--perf-stages=channels_last,bf16", "-rs")
     result.assert_outcomes(passed=1, skipped=1)  # recognised as a DiT from its model_index.json
     result.stdout.fnmatch_lines(["*channels_last: not for dit pipelines*"])
+
+
+def test_fault_injection_is_a_plugin_of_its_own(suite):
+    """``--perf-inject-*`` exist only with ``-p perf.inject``: a user's --help and runs never see them."""
+    import forked
+
+    plain = suite.run("--help")
+    assert "--perf-reference-python" in plain.stdout.str() and "--perf-inject" not in plain.stdout.str()
+    assert "--perf-inject-step-delay" in suite.run("--help", "-p", "perf.inject").stdout.str()
+    unknown = forked.runpytest(suite.pytester, [*suite.arguments("--perf-stages=fp32"), "--perf-inject-nan"], timeout=600)
+    assert unknown.ret == pytest.ExitCode.USAGE_ERROR and "unrecognized arguments: --perf-inject-nan" in unknown.stderr.str()

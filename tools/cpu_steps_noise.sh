@@ -20,5 +20,5 @@ for i in $(seq 1 "$busy"); do
   run "busy-$i" --benchmark-compare
   kill "$hog"
 done
-run inject-0.15 --benchmark-compare --perf-inject-step-delay=0.15
+run inject-0.15 --benchmark-compare -p perf.inject --perf-inject-step-delay=0.15
 rm -rf "$store"

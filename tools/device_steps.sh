@@ -19,15 +19,15 @@ case "${1:-stored}" in
     run record 200 "$stages" --benchmark-save=h200 --perf-report=none
     run rerun1 120 "$stages" --benchmark-compare --benchmark-save=h200 --perf-report=none
     run rerun2 120 "$stages" --benchmark-compare --perf-report="$out/rerun2.md"
-    run inject 120 "$stages" --benchmark-compare --perf-inject-step-delay=0.10 --perf-report=none \
+    run inject 120 "$stages" --benchmark-compare -p perf.inject --perf-inject-step-delay=0.10 --perf-report=none \
       --benchmark-json="$out/inject.json"
     cp baselines/NVIDIA_H200*/000[3-9]_h200.json "$out/" 2>/dev/null ;;
   ab)  # then the stored fault again, against the runs part "stored" recorded (committed beside the others)
-    run ab-inject 260 "$stages" -k test_ab --perf-reference-python=python3 --perf-inject-step-delay=0.10 \
+    run ab-inject 260 "$stages" -k test_ab --perf-reference-python=python3 -p perf.inject --perf-inject-step-delay=0.10 \
       --benchmark-json="$out/ab-inject.json" --perf-report=none
     run ab-aa 140 --perf-stages=sdpa -k test_ab --perf-reference-python=python3 --benchmark-json="$out/ab-aa.json" \
       --perf-report=none
-    run inject 120 "$stages" --benchmark-compare --perf-inject-step-delay=0.10 --perf-report=none \
+    run inject 120 "$stages" --benchmark-compare -p perf.inject --perf-inject-step-delay=0.10 --perf-report=none \
       --benchmark-json="$out/inject.json" ;;
 esac
 exit 0

@@ -26,6 +26,21 @@ NO_COUNTERS = ("--perf-no-counters",)
 #: (``perf/gate.py``, ``DEVICE_MIN_EFFECT``), where runs moved 1.1x.
 TIMED = "--perf-size=64"
 
+#: Every generation twice as slow, whatever the size and the machine: the image is made twice.
+SLOWER = """
+from perf import runner
+
+_generate = runner.Runner.generate
+
+
+def _slower(self, pipe, steps):
+    _generate(self, pipe, steps)
+    return _generate(self, pipe, steps)
+
+
+runner.Runner.generate = _slower
+"""
+
 
 class Suite:
     """Runs ``pytest perf`` in a process of its own against a temporary storage.
@@ -36,6 +51,7 @@ class Suite:
     """
 
     TIMED = TIMED
+    SLOWER = SLOWER
 
     def __init__(self, pytester: pytest.Pytester):
         self.pytester = pytester

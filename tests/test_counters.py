@@ -77,7 +77,7 @@ def test_unchanged_runs_count_the_same_and_more_work_fails_whatever_the_wall_tim
     same = suite.run(*stages, "--benchmark-compare", counters=True)
     # Counted the same. Its timing may still drift past the CPU floors on a loaded 2-core host (one
     # run beside another test: step +82 %): that the wall and step gates pass unchanged runs is
-    # test_gate_records_passes_unchanged_and_fails_on_slowdown's promise, which runs alone.
+    # test_gate_records_passes_unchanged_and_fails_on_slowdown_saving_or_not's promise, which runs alone.
     assert "aten ops" not in same.stdout.str() and "Python calls" not in same.stdout.str(), same.stdout.str()
     assert same.ret in (0, pytest.ExitCode.TESTS_FAILED)
     [saved] = suite.saved()

@@ -116,7 +116,7 @@ def test_a_failing_stage_fails_alone(suite):
 
 
 @pytest.mark.alone
-def test_gate_records_passes_unchanged_and_fails_on_slowdown(suite):
+def test_gate_records_passes_unchanged_and_fails_on_slowdown_saving_or_not(suite):
     # Two recorded runs: the gate's threshold includes the run-to-run noise they show.
     # fp32 alone: the other CPU stages run in half precision, whose VAE decode costs 2 s a round at
     # 64 px on a CPU without AVX-512; the gate treats every stage alike.
@@ -129,17 +129,29 @@ def test_gate_records_passes_unchanged_and_fails_on_slowdown(suite):
     assert all(len(b["stats"]["data"]) >= 6 for b in data["benchmarks"])
     assert data["diffusers_perf"]["software"]["torch"] == torch.__version__
 
-    for attempt in range(2):  # no false alarm on unchanged reruns
-        rerun = suite.run(*stages, "--benchmark-compare")
-        assert rerun.ret == 0, rerun.stdout.str()
-        assert "REGRESSION" not in rerun.stdout.str()
+    rerun = suite.run(*stages, "--benchmark-compare")  # no false alarm on an unchanged rerun
+    assert rerun.ret == 0, rerun.stdout.str()
+    assert "REGRESSION" not in rerun.stdout.str()
+    assert suite.saved() == [first, saved]  # comparing never writes
+
+    # Saving while comparing: pytest-benchmark saves before the gate reads the stored runs, and the run
+    # must not become its own baseline. An unchanged one passes and is saved; one twice as slow (each
+    # image made twice, by a plugin: a run with --perf-inject-* is never saved) fails, and is not.
+    same = suite.run(*stages, "--benchmark-compare", "--benchmark-autosave")
+    assert same.ret == 0, same.stdout.str()
+    assert suite.last_line(same).startswith("diffusers-perf: PASS, 1 of 1 stages compared, none regressed")
+    assert len(suite.saved()) == 3
+    slower = suite.run(*stages, "--benchmark-compare", "--benchmark-autosave", plugins={"slower": suite.SLOWER})
+    assert slower.ret == pytest.ExitCode.TESTS_FAILED, slower.stdout.str()
+    assert suite.last_line(slower).startswith("diffusers-perf: FAIL, 1 of 1 stages regressed (fp32 latency +")
+    assert "not saved: fp32 failed or regressed" in slower.stdout.str() and len(suite.saved()) == 3
 
     slow = suite.run(*stages, "--benchmark-compare", "--perf-inject-slowdown=1.0")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED, slow.stdout.str()
     # Twice as slow is above the widest threshold a disturbed recording gave on this 2-core machine
     # (one CI run: fp32's spread 0.49-1.44 s, threshold 71 %).
     slow.stdout.fnmatch_lines(["REGRESSION *: latency +*", "diffusers-perf: FAIL, * regressed *"])
-    assert suite.saved() == [first, saved]  # comparing never writes
+    assert len(suite.saved()) == 3
 
 
 def test_compare_without_any_baseline_fails_with_one_line(suite):

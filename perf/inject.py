@@ -36,12 +36,6 @@ import pytest
 import torch
 
 
-#: The options this plugin adds, each filling the ``Settings`` field of the same name, off by default.
-DEFAULTS = {"inject_nan": False, "inject_slowdown": 0.0, "inject_sync": False, "inject_host_work": 0.0,
-            "inject_step_delay": 0.0, "inject_recompile": False, "inject_host_delay": 0.0,
-            "inject_side": "candidate", "inject_crash": False, "inject_quality": 0.0}
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("diffusers-perf")
     group.addoption("--perf-inject-nan", action="store_true",
@@ -77,12 +71,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def settings_fields(config: pytest.Config, selected: list[str], family: str) -> dict:
-    """The faults this run injects, as ``Settings`` fields; all off where this plugin is not loaded.
-    Raises :class:`pytest.UsageError` with one line on bad input."""
+    """The faults this run injects, as ``Settings`` fields (:data:`perf.settings.FAULT_FIELDS`, each
+    filled by the option of the same name); none where this plugin is not loaded, which leaves
+    them off. Raises :class:`pytest.UsageError` with one line on bad input."""
     if not hasattr(config.option, "perf_inject_nan"):
-        return dict(DEFAULTS)
+        return {}
     get = config.getoption
-    from . import stages
+    from . import settings, stages
 
     for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay",
                    "--perf-inject-host-delay", "--perf-inject-quality"):
@@ -116,7 +111,7 @@ def settings_fields(config: pytest.Config, selected: list[str], family: str) -> 
     if get("perf_reference_python") is None and (get("perf_inject_crash") or get("perf_inject_side") == "reference"):
         raise pytest.UsageError("--perf-inject-crash and --perf-inject-side=reference act on A/B workers: "
                                 "pass --perf-reference-python too")
-    return {name: get(f"perf_{name}") for name in DEFAULTS}
+    return {name: get(f"perf_{name}") for name in settings.FAULT_FIELDS}
 
 
 @torch.library.custom_op("diffusers_perf::spin", mutates_args=())

@@ -92,7 +92,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "when that is longer. A worker that does not answer fails its stage alone")
 
 
-
 def settings_from(config: pytest.Config) -> Settings:
     """Validate the options; raises :class:`pytest.UsageError` with one line on bad input."""
     get = config.getoption

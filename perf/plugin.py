@@ -163,9 +163,11 @@ def _register_added(config: pytest.Config) -> None:
     except (TypeError, ValueError) as exc:
         raise pytest.UsageError(f"diffusers-perf: {exc}") from None
     if config.getoption("perf_reference_python", None):
-        selected = config.getoption("perf_stages", None) or "all"
-        added = [name for name in stages.names() if name not in stages.BUILT_IN and (
-            selected == "all" or name in selected.split(","))]
+        try:
+            selected = stages.parse(config.getoption("perf_stages", None))
+        except ValueError:
+            selected = []  # an unknown stage: the options say so, with the valid names
+        added = [name for name in selected if name not in stages.BUILT_IN]
         pipeline = config.getoption("perf_pipeline", None)
         if pipeline and pipeline not in pipelines.BUILT_IN:
             added.append(f"pipeline {pipeline}")

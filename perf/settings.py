@@ -71,14 +71,14 @@ class Settings:
         """The faults injected on purpose (``--perf-inject-*``), as stored in the run's JSON."""
         clean = self.without_faults()
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
-                if field.name.startswith("inject_") and field.name != "inject_side"
+                if field.name in FAULT_FIELDS and field.name != "inject_side"
                 and getattr(self, field.name) != getattr(clean, field.name)}
 
     def without_faults(self) -> "Settings":
         """The same run with no injected fault: what A/B workers and the reference images build from."""
-        return dataclasses.replace(self, inject_nan=False, inject_slowdown=0.0, inject_sync=False, inject_host_work=0.0, inject_step_delay=0.0,
-                                   inject_recompile=False, inject_host_delay=0.0, inject_crash=False,
-                                   inject_quality=0.0, count_flops=False)
+        off = {field.name: field.default for field in dataclasses.fields(self)
+               if field.name in FAULT_FIELDS and field.name != "inject_side"}
+        return dataclasses.replace(self, **off, count_flops=False)
 
     @property
     def label(self) -> str:
@@ -103,3 +103,8 @@ class Settings:
         data["model"] = None if data["model"] is None else Path(data["model"])
         data["compile_cache"] = None if data.get("compile_cache") is None else Path(data["compile_cache"])
         return cls(**data)
+
+
+#: The faults a run can inject on purpose, each off by default: what ``-p perf.inject`` fills from
+#: its ``--perf-inject-*`` options (:mod:`perf.inject`).
+FAULT_FIELDS = tuple(field.name for field in dataclasses.fields(Settings) if field.name.startswith("inject_"))

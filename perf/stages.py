@@ -175,9 +175,9 @@ def register(*added: Stage) -> None:
     STAGES, BY_NAME = STAGES + new, {**BY_NAME, **{stage.name: stage for stage in new}}
     try:
         _check_registry()
-    except (RuntimeError, KeyError) as exc:
+    except RuntimeError as exc:
         STAGES, BY_NAME = saved
-        raise ValueError(str(exc).strip('"')) from None
+        raise ValueError(str(exc)) from None
 
 
 def names(family: str | None = None) -> list[str]:

@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-from . import timing
+from . import stats, timing
 from .settings import Settings
 from .worker import Worker, WorkerDied
 
@@ -43,9 +43,11 @@ class Side:
     step_timing: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # perf.steps.FIELDS, per round
     warmup_seconds: list[float] = dataclasses.field(default_factory=list)
     gpu_seconds: list[float] = dataclasses.field(default_factory=list)
+    gpu_components: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # perf.components
     counters: dict = dataclasses.field(default_factory=dict)
     peak_memory_bytes: int | None = None
     startup_seconds: float | None = None  # process start to the first answer
+    cpus: list[int] = dataclasses.field(default_factory=list)  # where its main thread ran (--perf-affinity)
 
     @property
     def median(self) -> float | None:
@@ -69,13 +71,6 @@ class ABResult:
         if not self.candidate or not self.reference:
             return []
         return [c / r for c, r in zip(self.candidate.rounds, self.reference.rounds)]
-
-    def step_ratios(self, field: str) -> list[float]:
-        """The same pairs on one per-step statistic (:data:`perf.steps.FIELDS`), where both sides timed steps."""
-        if not self.candidate or not self.reference:
-            return []
-        ours, theirs = self.candidate.step_timing.get(field, []), self.reference.step_timing.get(field, [])
-        return [c / r for c, r in zip(ours, theirs)] if len(ours) == len(theirs) == len(self.ratios) else []
 
 
 def pair_order(pairs: int) -> list[tuple[str, str]]:
@@ -165,6 +160,7 @@ class Session:
                         return result
                     raise
                 sides[side].warmup_seconds = built[side]["warmup_seconds"]
+                sides[side].cpus = built[side].get("cpus") or []
                 result.device_type = built[side]["device"]
                 if side == "candidate" and not self._fits(built[side], result):
                     return result
@@ -184,6 +180,7 @@ class Session:
                 limit = max(floor, ROUND_TIMEOUT_FACTOR * extra_rounds * max(sides[side].rounds))
                 done = workers[side].request("finish", timeout=limit)
                 sides[side].gpu_seconds = done["gpu_seconds"]
+                sides[side].gpu_components = done.get("gpu_components") or {}
                 sides[side].counters = done["counters"]
                 sides[side].peak_memory_bytes = done["peak_memory_bytes"]
         except WorkerDied as exc:
@@ -204,5 +201,9 @@ class Session:
 
 
 def fewest_pairs(alpha: float) -> int:
-    """The fewest pairs whose signed-rank test can reach ``p < alpha`` (the smallest p is 1/2^n)."""
-    return max(1, math.floor(math.log2(1 / alpha)) + 1)
+    """The fewest pairs whose tests can reach ``p < alpha``: the signed-rank test of the paired
+    ratios (its smallest p is 1/2^n), and the rank test of each side's fastest half of rounds that
+    judges the steps (:func:`perf.gate.fastest_halves`; 5 against 5 reach 1/252)."""
+    paired = max(1, math.floor(math.log2(1 / alpha)) + 1)
+    half = next(n for n in range(1, 1000) if stats.smallest_p(n, n) <= alpha)
+    return max(paired, 2 * half)

@@ -118,13 +118,45 @@ STEP_MIN_EFFECT = {
 }
 
 
-#: The same floors in A/B, where adjacent rounds pair and the host's drift cancels. CPU: A/A step
-#: ratios of tiny spread 0.86-1.09 over eight stage-runs (separate worker processes differ, as for
-#: whole stages, ``AB_DEVICE_MIN_EFFECT``); a 15 % step fault gave 1.12-1.15.
+#: The same floors in A/B, where both sides run in the same minutes. CPU: A/A step ratios of tiny
+#: spread 0.86-1.09 over eight stage-runs (separate worker processes differ, as for whole stages,
+#: ``AB_DEVICE_MIN_EFFECT``); a 15 % step fault gave 1.12-1.15.
 AB_STEP_MIN_EFFECT = {
     "cuda": {"step_fastest": 0.03, "first": 0.06, "after": 0.10},
     "cpu": {"step_fastest": 0.20, "first": 0.30, "after": 0.30},
 }
+
+
+#: The statistic A/B judges a step component on (``LatencyComparison.statistic``).
+FASTEST_HALF = "fastest half of each side's rounds"
+
+
+def fastest_halves(reference: list[float], candidate: list[float], floor: float) -> LatencyComparison | None:
+    """One step component in A/B: each side's fastest half of rounds, compared by rank test.
+
+    Why not the pairs, as for whole generations: on the H200 a disturbance of the host slowed one
+    worker, not both, for several rounds at a time (A/A of Dec 1, ``reports/h200/steps/ab-aa.json``:
+    the candidate's fastest step 42-54 ms in rounds 1-3 and 26-30 ms after, the reference's
+    45 ms in rounds 7-8), so adjacent pairs do not cancel it and their ratios spread 36 %. Such a
+    disturbance only ever adds time, and a step fault slows every round: the fastest half of each
+    side's rounds is its undisturbed pace (there, 26.7 ms against 26.1 ms, 1.023). None when the
+    halves are too few for the rank test to reach ``ALPHA`` (fewer than 5 rounds a side)."""
+    ours, theirs = _fastest_half(candidate), _fastest_half(reference)
+    if not comparable(len(ours), len(theirs)):
+        return None
+    return LatencyComparison(
+        ratio=statistics.median(ours) / statistics.median(theirs),
+        threshold=threshold(floor, theirs),
+        p_slower=mann_whitney_p(ours, theirs),
+        p_faster=mann_whitney_p(theirs, ours),
+        ci=bootstrap_ratio_ci(theirs, ours),
+        baseline_cv=robust_cv(theirs),
+        statistic=FASTEST_HALF,
+    )
+
+
+def _fastest_half(values: list[float]) -> list[float]:
+    return sorted(values)[:(len(values) + 1) // 2]
 
 
 def step_min_effect(name: str, device: str) -> dict[str, float]:
@@ -242,6 +274,38 @@ def compare_gpu_time(baseline: list[float], current: list[float], history: list[
     return compare_latency(baseline, current, GPU_TIME_MIN_EFFECT, history, alpha=GPU_TIME_ALPHA)
 
 
+#: How a component of GPU time (:mod:`perf.components`) is named in a verdict.
+COMPONENT_NAMES = {"text_encoder": "text encoder", "text_encoder_2": "second text encoder",
+                   "text_encoder_3": "third text encoder", "unet": "UNet", "transformer": "transformer",
+                   "vae": "VAE decode", "other": "other"}
+
+
+def component_name(name: str) -> str:
+    return COMPONENT_NAMES.get(name, name)
+
+
+def gpu_components(extra: dict | None) -> dict[str, list[float]]:
+    """``gpu_components`` of an ``extra_info`` (a stored entry's, or a result's extra), or {}."""
+    found = extra.get("gpu_components") if isinstance(extra, dict) else None
+    return found if isinstance(found, dict) else {}
+
+
+def compare_components(baseline: dict[str, list[float]], current: dict[str, list[float]],
+                       history: list[dict[str, list[float]]] = ()) -> dict[str, LatencyComparison]:
+    """Each component's GPU busy time, judged as the whole GPU time is (its floor, its rank test),
+    where both runs split it: a component that is a few percent of the total fails on its own."""
+    found = {}
+    for name, before in baseline.items():
+        after = current.get(name)
+        if not after or not before or not all(v > 0 for v in before + after):
+            continue
+        if not comparable(len(after), len(before), GPU_TIME_ALPHA):
+            continue
+        medians = [statistics.median(entry[name]) for entry in history if entry.get(name)]
+        found[name] = compare_gpu_time(before, after, medians)
+    return found
+
+
 def memory_regressed(baseline_bytes: int | None, current_bytes: int | None) -> bool:
     if not baseline_bytes or current_bytes is None:
         return False
@@ -287,6 +351,7 @@ class Verdict:
     baseline: str | None = None  # the stored run's file name
     counter_changes: list = dataclasses.field(default_factory=list)  # perf.counters.Change, all of them
     steps: dict = dataclasses.field(default_factory=dict)  # STEP_COMPONENTS field -> LatencyComparison
+    components: dict = dataclasses.field(default_factory=dict)  # GPU time per component -> LatencyComparison
     failing: bool = False
     headline: str = ""  # the shortest form of the problem, for the final line
 
@@ -366,16 +431,18 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
 
     steps = compare_steps(bench, result.extra, stage_plan, device)
+    parts = compare_components(gpu_components(bench.get("extra_info")), gpu_components(result.extra),
+                               [gpu_components(entry.get("extra_info")) for entry in stage_plan.history])
     problems = [_regression_detail("latency", latency)] if latency.regressed else []
     problems += [_step_detail(field, comparison) for field, comparison in steps.items() if comparison.regressed]
-    problems += _gpu_and_memory_problems(gpu, base_mem, mem)
+    problems += _gpu_and_memory_problems(gpu, base_mem, mem, parts)
     problems += _compare_fail(policy.compare_fail, result.rounds, bench["stats"])
     changes = counters.compare((bench.get("extra_info") or {}).get("counters") or {}, result.extra.get("counters") or {})
     failing_counters, reported = _counter_lines(changes, result.extra.get("steps"))
     problems += failing_counters
     problems += _quality_problems(bench, result.extra, stage_plan, source)
     fields.update(latency=latency, latency_median=latency_median, gpu=gpu, memory_ratio=memory_ratio,
-                  counter_changes=changes, steps=steps)
+                  counter_changes=changes, steps=steps, components=parts)
     if problems:
         return _regression(name, problems, fields)
     suffix = _ok_suffix(gpu, notes + reported)
@@ -416,8 +483,9 @@ def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) 
 
 def _step_detail(field: str, comparison: LatencyComparison) -> str:
     name, what = STEP_COMPONENTS[field]
+    over = FASTEST_HALF if comparison.statistic == FASTEST_HALF else "median over rounds"
     return (f"{name} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
-            f"({what}, median over rounds; rank test p={comparison.p_slower:.2g})")
+            f"({what}, {over}; rank test p={comparison.p_slower:.2g})")
 
 
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:
@@ -431,10 +499,13 @@ def _regression_detail(what: str, comparison: LatencyComparison) -> str:
 
 
 
-def _gpu_and_memory_problems(gpu: LatencyComparison | None, base_mem: int | None, mem: int | None) -> list[str]:
+def _gpu_and_memory_problems(gpu: LatencyComparison | None, base_mem: int | None, mem: int | None,
+                             parts: dict[str, LatencyComparison] | None = None) -> list[str]:
     problems = []
     if gpu is not None and gpu.regressed:
         problems.append(_regression_detail("GPU time", gpu))
+    problems += [_regression_detail(f"{component_name(name)} GPU time", comparison)
+                 for name, comparison in (parts or {}).items() if comparison.regressed]
     if memory_regressed(base_mem, mem):
         problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
                         f"(+{(mem / base_mem - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
@@ -551,23 +622,26 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
         return not_compared(name, f"{len(ratios)} pairs: the signed-rank test cannot reach p <= {ALPHA}", policy)
     latency = paired(ratios, ab_threshold(ratios, result.device_type))
     steps = {}
+    floors = AB_STEP_MIN_EFFECT.get(result.device_type, AB_STEP_MIN_EFFECT["cpu"])
     for field in STEP_COMPONENTS:
-        pairs = result.step_ratios(field)
-        if len(pairs) == len(ratios):
-            steps[field] = paired(pairs, ab_threshold(pairs, result.device_type, AB_STEP_MIN_EFFECT.get(
-                result.device_type, AB_STEP_MIN_EFFECT["cpu"])[field]))
+        theirs, ours = reference.step_timing.get(field, []), candidate.step_timing.get(field, [])
+        if len(ours) == len(theirs) == len(ratios):
+            comparison = fastest_halves(theirs, ours, floors[field])
+            if comparison is not None:
+                steps[field] = comparison
     gpu = None
     if (candidate.gpu_seconds and reference.gpu_seconds
             and comparable(len(candidate.gpu_seconds), len(reference.gpu_seconds), GPU_TIME_ALPHA)):
         gpu = compare_gpu_time(reference.gpu_seconds, candidate.gpu_seconds)
+    parts = compare_components(reference.gpu_components, candidate.gpu_components)
     base_mem, mem = reference.peak_memory_bytes, candidate.peak_memory_bytes
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
     changes = counters.compare(reference.counters or {}, candidate.counters or {})
     fields = dict(latency=latency, gpu=gpu, memory_ratio=memory_ratio, counter_changes=changes,
-                  baseline_median=reference.median, baseline="reference", steps=steps)
+                  baseline_median=reference.median, baseline="reference", steps=steps, components=parts)
     problems = [_regression_detail("candidate/reference", latency)] if latency.regressed else []
     problems += [_step_detail(field, comparison) for field, comparison in steps.items() if comparison.regressed]
-    problems += _gpu_and_memory_problems(gpu, base_mem, mem)
+    problems += _gpu_and_memory_problems(gpu, base_mem, mem, parts)
     failing_counters, reported = _counter_lines(changes, result.steps)
     problems += failing_counters
     if problems:

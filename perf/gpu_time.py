@@ -68,11 +68,15 @@ def _trace(call: Callable[[], object]):
 class Profiled:
     seconds: list[float]  # GPU busy seconds per profiled round; empty off CUDA or when nothing was traced
     device_counts: dict[str, int]  # kernels, launches, syncs and copies of the first profiled round
+    #: GPU busy seconds per pipeline component (perf.components), one per profiled round; empty when
+    #: no pipeline was given or a round's marks could not be read
+    components: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
 
-def measure(call: Callable[[], object], device: torch.device, rounds: int) -> Profiled:
+def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=None) -> Profiled:
     """GPU busy seconds of ``rounds`` profiled calls (which must synchronize), one trace each,
-    and the device-side counters of the first.
+    the device-side counters of the first, and, given the ``pipe`` that ``call`` runs, the busy
+    seconds of each of its components (:mod:`perf.components`).
 
     The counters come from a trace that is made anyway: reading them here spares the host-work
     round (:func:`perf.counters.count`) a CUDA trace of its own. The seconds are empty where the
@@ -84,17 +88,23 @@ def measure(call: Callable[[], object], device: torch.device, rounds: int) -> Pr
     with a trace each; ``reports/h100/cost/``): the profiler's cost is per traced event, not
     per trace.
     """
-    from . import counters
+    import contextlib
+
+    from . import components, counters
 
     if device.type != "cuda" or rounds <= 0:
         return Profiled([], {})
-    samples, device_counts = [], {}
+    samples, device_counts, parts = [], {}, []
     for index in range(rounds):
-        events = _trace(call)
+        with components.marked(pipe) if pipe is not None else contextlib.nullcontext([]) as labels:
+            events = _trace(call)
         intervals = device_intervals(events)
         if not intervals:
             return Profiled([], {})
         samples.append(busy_seconds(intervals))
+        parts.append(components.attribute(events, labels) if labels else {})
         if index == 0:
             device_counts = counters.device_counts(events)
-    return Profiled(samples, device_counts)
+    names = set().union(*parts)
+    by_component = {name: [part.get(name, 0.0) for part in parts] for name in sorted(names)} if all(parts) else {}
+    return Profiled(samples, device_counts, by_component)

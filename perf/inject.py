@@ -13,6 +13,9 @@ GPU busy seconds per denoising step (wall seconds where the baseline has no GPU 
 0.05 is 5 % more GPU work. The work is a custom operator that spins (a GPU spin kernel on
 CUDA, a busy loop on CPU) so it survives ``torch.jit.trace``, ``torch.compile`` and CUDA graphs:
 a Python ``time.sleep`` would vanish from a captured graph and prove nothing.
+``--perf-inject-vae-slowdown=F`` spins the same way at the end of every VAE decode, worth ``F``
+times the baseline's VAE GPU time (:mod:`perf.components`): a component a few percent of the
+stage, which must fail on its own line while the whole GPU time hardly moves.
 ``--perf-inject-host-delay=SECONDS`` spins on the host in every generation's image
 post-processing: host time no counter sees, which only a clock can catch (the A/B gate of
 :mod:`perf.ab` at a few percent; the stored-baseline gate only beyond the host's drift).
@@ -64,6 +67,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--perf-inject-crash", action="store_true",
                     help="(proves worker isolation) A/B runs: the injected side's worker of the first selected "
                          "stage dies of SIGSEGV after two rounds; that stage must fail alone")
+    group.addoption("--perf-inject-vae-slowdown", metavar="FRACTION", type=float, default=0.0,
+                    help="(proves GPU time per component) add GPU/CPU work to each VAE decode worth FRACTION of "
+                         "the baseline's VAE GPU time (its after-the-last-step time where it has none); needs "
+                         "--benchmark-compare")
     group.addoption("--perf-inject-slowdown", metavar="FRACTION", type=float, default=0.0,
                     help="(proves the gate) add GPU/CPU work to each UNet call worth FRACTION of the "
                          "baseline's GPU busy time per step (its wall time per step where it has none); "
@@ -80,11 +87,12 @@ def settings_fields(config: pytest.Config, selected: list[str], family: str) -> 
     from . import settings, stages
 
     for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay",
-                   "--perf-inject-host-delay", "--perf-inject-quality"):
+                   "--perf-inject-host-delay", "--perf-inject-quality", "--perf-inject-vae-slowdown"):
         value = get(option[2:].replace("-", "_"))
         if not math.isfinite(value):
             raise pytest.UsageError(f"{option}: must be a finite number, got {value}")
-    for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay"):
+    for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay",
+                   "--perf-inject-vae-slowdown"):
         fraction = get(option[2:].replace("-", "_"))
         if fraction < 0:
             raise pytest.UsageError(f"{option}: must be a fraction >= 0, got {fraction}")
@@ -189,6 +197,21 @@ def slow_down_unet(pipe, seconds_per_call: float) -> None:
         return torch.ops.diffusers_perf.spin(output, seconds_per_call)
 
     embedding.register_forward_hook(hook)
+
+
+def slow_down_vae(pipe, seconds_per_decode: float) -> None:
+    """Spin for ``seconds_per_decode`` at the end of every VAE decode (on the decoder's output):
+    device work inside one component, which the whole GPU time hardly sees."""
+    if seconds_per_decode <= 0:
+        return
+    device = next(pipe.vae.decoder.parameters()).device
+    if device.type == "cuda":
+        _cycles_per_second(device.index or 0)
+
+    def hook(module, args, output):
+        return torch.ops.diffusers_perf.spin(output, seconds_per_decode)
+
+    pipe.vae.decoder.register_forward_hook(hook)
 
 
 def nan_in_vae(pipe) -> None:

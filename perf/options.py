@@ -7,6 +7,7 @@ at configure time, before anything is built.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="A/B runs: the least time a worker is given to answer one request (default 60); "
                          "start-up gets 5x, building and compiling 30x, a round 10x the stage's own round "
                          "when that is longer. A worker that does not answer fails its stage alone")
+    group.addoption("--perf-affinity", metavar="CPU_LIST", default=None,
+                    help="A/B runs: the CPUs both workers' main threads run on, as pyperf's --affinity "
+                         "(e.g. 3 or 2-3 or 0,2; 'none': let the OS place them). Default: with CUDA, both on "
+                         "the last CPU this process may use, so a disturbance of that CPU slows both sides "
+                         "alike; on CPU none (each side uses every core while the other waits)")
 
 
 def settings_from(config: pytest.Config) -> Settings:
@@ -176,12 +182,45 @@ def settings_from(config: pytest.Config) -> Settings:
         **inject.settings_fields(config, selected, family),
         reference_python=reference,
         worker_timeout=get("perf_worker_timeout"),
+        affinity=affinity(get("perf_affinity"), cuda=torch.cuda.is_available()),
         host_drift=get("perf_host_drift"),
         allow_uncompared=get("perf_allow_uncompared"),
         threads=get("perf_threads") or (None if torch.cuda.is_available() else timing.CPU_THREADS),
         threads_given=get("perf_threads") is not None,
         compile_cache=None if get("perf_no_compile_cache") else compile_cache.root(get("perf_compile_cache")),
     )
+
+
+def affinity(text: str | None, cuda: bool) -> tuple[int, ...]:
+    """``--perf-affinity`` as the CPUs to pin A/B workers' main threads to; () leaves them unpinned."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if text is None:
+        return (allowed[-1],) if cuda and allowed else ()
+    if text.strip().lower() == "none":
+        return ()
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise pytest.UsageError(f"--perf-affinity: {text!r} is not a CPU list; use e.g. 3, 2-3 or 0,2 "
+                                "(or none)") from None
+    outside = sorted(cpus - set(allowed)) if allowed else []
+    if not cpus or outside:
+        raise pytest.UsageError(f"--perf-affinity: CPU {','.join(map(str, outside)) or text} is not one this process may "
+                                f"use; choose among {_ranges(allowed)}")
+    return tuple(sorted(cpus))
+
+
+def _ranges(cpus: list[int]) -> str:
+    spans: list[list[int]] = []
+    for cpu in cpus:
+        if spans and cpu == spans[-1][1] + 1:
+            spans[-1][1] = cpu
+        else:
+            spans.append([cpu, cpu])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def _check_numbers(get) -> None:

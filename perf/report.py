@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from . import quality
+from . import gate, quality
 
 HEADERS = ("stage", "median s", "speed-up", "s/step", "GPU s", "GPU busy", "peak GiB", "% of peak", "PSNR dB",
            "rounds", "cost s", "baseline s", "change", "GPU change", "threshold", "verdict")
@@ -79,6 +79,36 @@ def step_rows(verdicts, results) -> list[tuple[str, ...]]:
     return table
 
 
+def component_table(verdicts, results) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """GPU busy ms per pipeline component (:mod:`perf.components`), the median over the profiled
+    rounds, with each component's change against the baseline where the gate judged it:
+    headers and rows, or no rows where no stage split its GPU time."""
+    order = list(gate.COMPONENT_NAMES)
+    found: list[str] = []
+    for verdict in verdicts:
+        result = results.get(verdict.stage)
+        for name in gate.gpu_components(result.extra if result is not None else None):
+            if name not in found:
+                found.append(name)
+    found.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
+    table = []
+    for verdict in verdicts:
+        result = results.get(verdict.stage)
+        parts = gate.gpu_components(result.extra if result is not None else None)
+        if not parts:
+            continue
+        cells = []
+        for name in found:
+            values = parts.get(name)
+            cell = f"{statistics.median(values) * 1000:.1f}" if values else ""
+            comparison = (verdict.components or {}).get(name)
+            if comparison is not None and cell:
+                cell += f" ({(comparison.ratio - 1) * 100:+.1f}%{' > ' + f'{comparison.threshold * 100:.1f}%' if comparison.regressed else ''})"
+            cells.append(cell)
+        table.append((verdict.stage, *cells))
+    return ("stage", *(f"{gate.component_name(name)} GPU ms" for name in found)), table
+
+
 def _psnr(extra: dict) -> str:
     """PSNR against the reference stage: "=" where identical, the floor in brackets where declared."""
     similar = quality.stored(extra)
@@ -119,6 +149,10 @@ def terminal(verdicts, results, missing, context, write_line, root: str = "fp32"
     if steps:
         write_line("")
         _table([STEP_HEADERS] + steps, write_line)
+    headers, parts = component_table(verdicts, results)
+    if parts:
+        write_line("")
+        _table([headers] + parts, write_line)
     for note in _notes(verdicts, missing, context, skipped=False):
         write_line(f"  {note}")
 
@@ -151,6 +185,12 @@ def markdown(title: str, verdicts, results, missing, context, root: str = "fp32"
                   "each round's fastest and median denoising step; after: from the last step's end to the "
                   "synchronized images (VAE decode, postprocessing); medians over the timed rounds. The gate "
                   "judges the step on each round's fastest step._"]
+    headers, parts = component_table(verdicts, results)
+    if parts:
+        lines += ["", "### GPU time per component", "", *_markdown_table(headers, parts), "",
+                  "_GPU busy ms of each component's kernels, copies and memsets (median over the profiled "
+                  "rounds), with its change against the baseline; other: the scheduler, guidance, latents "
+                  "and postprocessing. The gate judges each component as it judges the whole GPU time._"]
     if notes:
         lines.append("")
         lines.extend(f"- {note}" for note in notes)
@@ -248,14 +288,19 @@ def ab_json(verdicts, session) -> dict:
         for field, comparison in (verdict.steps or {}).items():
             entry.setdefault("steps", {})[field] = {"ratio": comparison.ratio, "threshold": comparison.threshold,
                                                     "p_slower": comparison.p_slower}
+        for name, comparison in (verdict.components or {}).items():
+            entry.setdefault("gpu_components", {})[name] = {"ratio": comparison.ratio,
+                                                            "threshold": comparison.threshold,
+                                                            "p_slower": comparison.p_slower}
         if result is not None:
             entry["ratios"] = result.ratios
             for side in ("candidate", "reference"):
                 data = getattr(result, side)
                 if data is not None:
                     entry[side] = {"rounds": data.rounds, "warmup_seconds": data.warmup_seconds,
-                                   "gpu_seconds": data.gpu_seconds, "counters": data.counters,
+                                   "gpu_seconds": data.gpu_seconds, "gpu_components": data.gpu_components,
+                                   "counters": data.counters,
                                    "peak_memory_bytes": data.peak_memory_bytes, "step_timing": data.step_timing,
-                                   "startup_seconds": data.startup_seconds}
+                                   "startup_seconds": data.startup_seconds, "cpus": data.cpus}
         out["stages"][verdict.stage] = entry
     return out

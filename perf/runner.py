@@ -74,6 +74,8 @@ class Runner:
                 self.progress.phase("applying the recipe", "build")
             if s.inject_slowdown:
                 inject.slow_down_unet(pipe, self.injected_seconds_per_call(name))
+            if s.inject_vae_slowdown:
+                inject.slow_down_vae(pipe, s.inject_vae_slowdown * self._baseline_vae_seconds(name))
             if s.inject_nan:
                 inject.nan_in_vae(pipe)
             if s.inject_sync:
@@ -104,6 +106,16 @@ class Runner:
         per_step = (extra.get("gpu_seconds_per_step") or extra.get("seconds_per_step")
                     or bench["stats"]["median"] / self.settings.steps)
         return self.settings.inject_slowdown * per_step
+
+    def _baseline_vae_seconds(self, name: str) -> float:
+        """The baseline's median VAE GPU time per generation (``--perf-inject-vae-slowdown`` is a
+        fraction of it); its time after the last step where it did not split GPU time."""
+        stage_plan = self.plans.get(name)
+        if stage_plan is None or stage_plan.entry is None:
+            return 0.0
+        extra = stage_plan.entry.get("extra_info") or {}
+        vae = (extra.get("gpu_components") or {}).get("vae") or (extra.get("step_timing") or {}).get("after")
+        return statistics.median(vae) if vae else 0.0
 
     def _baseline_step_seconds(self, name: str) -> float:
         """The baseline's median of each round's fastest step (``--perf-inject-step-delay`` is a fraction
@@ -192,7 +204,7 @@ class Runner:
             inject.burn_every_step(self.clock, s.inject_step_delay * self._baseline_step_seconds(name))
         measured = timing.measure(benchmark, lambda: self.generate(pipe, s.steps), self.device, s.budget,
                                   compiled=recipe.compile is not None, phase=self.progress.phase,
-                                  timed=self.clock.timed)
+                                  timed=self.clock.timed, pipe=pipe)
         rounds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
         try:
             image_stats = guards.check_images(measured.result, name)
@@ -259,6 +271,8 @@ class Runner:
             gpu_median = statistics.median(measured.gpu_seconds)
             extra.update(gpu_seconds=measured.gpu_seconds, gpu_median=gpu_median,
                          gpu_seconds_per_step=gpu_median / s.steps, gpu_busy=gpu_median / median)
+        if measured.gpu_components:
+            extra["gpu_components"] = measured.gpu_components
         if self._flops:
             extra.update(flops=self._flops, achieved_tflops=self._flops / median / 1e12, peak_tflops=peak / 1e12)
             if self._flops / median <= peak:  # float16 on CPU: the "peak" matmul is a slow fallback, no peak
@@ -268,7 +282,7 @@ class Runner:
         if s.inject_nan:
             extra["injected_nan"] = True
         for fault in ("inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay", "inject_quality",
-                      "inject_step_delay"):
+                      "inject_step_delay", "inject_vae_slowdown"):
             if getattr(s, fault):
                 extra[f"injected_{fault[len('inject_'):]}"] = getattr(s, fault)
         return extra

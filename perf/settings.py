@@ -23,6 +23,7 @@ class Settings:
     count_flops: bool
     inject_nan: bool = False  # the --perf-inject-* faults (perf.inject, a plugin of its own)
     inject_slowdown: float = 0.0
+    inject_vae_slowdown: float = 0.0  # a fraction of the baseline's VAE GPU time, spun in every decode
     inject_sync: bool = False
     inject_host_work: float = 0.0
     inject_step_delay: float = 0.0  # a fraction of the baseline's fastest step, burnt at each step's end
@@ -33,6 +34,7 @@ class Settings:
     inject_quality: float = 0.0  # the denoiser's first attention output scaled by 1 + this
     reference_python: str | None = None  # A/B runs: the reference environment's interpreter
     worker_timeout: float = 60.0  # A/B runs: the least seconds a worker has to answer a request
+    affinity: tuple[int, ...] = ()  # A/B runs: the CPUs both workers' main threads are pinned to; (): not pinned
     host_drift: float | None = None
     allow_uncompared: bool = False
     family: str = "sd"  # the pipeline's model family (perf.stages.FAMILIES): which ladder applies
@@ -100,6 +102,7 @@ class Settings:
     def from_json(cls, data: dict) -> "Settings":
         data = dict(data)
         data["budget"] = Budget(**data["budget"])
+        data["affinity"] = tuple(data.get("affinity") or ())
         data["model"] = None if data["model"] is None else Path(data["model"])
         data["compile_cache"] = None if data.get("compile_cache") is None else Path(data["compile_cache"])
         return cls(**data)

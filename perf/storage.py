@@ -177,6 +177,11 @@ def _validate_entry(bench) -> str | None:
     if timing is not None and not (isinstance(timing, dict) and all(
             isinstance(v, list) and v and finite_positive(v) for v in timing.values())):
         return "'extra_info.step_timing' is not an object of finite positive seconds per round"
+    parts = extra.get("gpu_components")
+    if parts is not None and not (isinstance(parts, dict) and all(
+            isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                              and math.isfinite(x) and x >= 0 for x in v) for v in parts.values())):
+        return "'extra_info.gpu_components' is not an object of GPU seconds per round"
     problem = _validate_quality(extra.get("quality"))
     if problem:
         return problem

@@ -113,16 +113,18 @@ class Measurement:
     result: object
     gpu_seconds: list[float] = dataclasses.field(default_factory=list)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    gpu_components: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # perf.components
 
 
 def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
             compiled: bool, phase: Callable[..., None] = lambda text, cost=None: None,
-            timed: Callable[[Callable], Callable] = lambda call: call) -> Measurement:
+            timed: Callable[[Callable], Callable] = lambda call: call, pipe=None) -> Measurement:
     """Warm up, plan the rounds, time ``generate`` through ``benchmark.pedantic``, then profile
     ``budget.gpu_rounds`` more calls for GPU busy time and one under the host-work counters
     (after, so neither profiler ever touches a timed round). ``phase`` hears each step as it
     starts, with what it costs (:mod:`perf.progress`), never inside a timed round; ``timed``
-    wraps the timed rounds alone (:meth:`perf.steps.StepClock.timed`)."""
+    wraps the timed rounds alone (:meth:`perf.steps.StepClock.timed`); ``pipe``, the pipeline
+    ``generate`` runs, lets the profiled rounds split GPU time by component (:mod:`perf.components`)."""
     call = synchronized(generate, device)
     if benchmark.disabled:  # --benchmark-disable: run once, as a smoke test of the stage
         phase("generating once (--benchmark-disable)", "timing")
@@ -138,23 +140,25 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
         torch.cuda.reset_peak_memory_stats(device)
     result = benchmark.pedantic(timed(call), rounds=rounds, warmup_rounds=0, iterations=1)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    gpu_seconds, counted = profile_and_count(call, device, budget, phase)
+    profiled, counted = profile_and_count(call, device, budget, phase, pipe)
     return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,
-                       gpu_seconds=gpu_seconds, counters=counted)
+                       gpu_seconds=profiled.seconds, counters=counted, gpu_components=profiled.components)
 
 
 def profile_and_count(call: Callable, device: torch.device, budget: Budget,
-                      phase: Callable[..., None] = lambda text, cost=None: None) -> tuple[list[float], dict[str, int]]:
-    """After the timed rounds: GPU busy time of ``budget.gpu_rounds`` profiled rounds, then the
-    host-work counters of one more (whose device side the first profiled round already read)."""
+                      phase: Callable[..., None] = lambda text, cost=None: None,
+                      pipe=None) -> tuple[gpu_time.Profiled, dict[str, int]]:
+    """After the timed rounds: GPU busy time of ``budget.gpu_rounds`` profiled rounds (per
+    component of ``pipe``, when given), then the host-work counters of one more (whose device side
+    the first profiled round already read)."""
     if budget.gpu_rounds and device.type == "cuda":
         phase(f"profiling {budget.gpu_rounds} rounds for GPU time", "gpu_time")
-    profiled = gpu_time.measure(call, device, budget.gpu_rounds)
+    profiled = gpu_time.measure(call, device, budget.gpu_rounds, pipe)
     counted: dict[str, int] = {}
     if budget.count_host_work:
         phase("counting host work (1 round)", "counters")
         counted = counters.count(call, device, profiled.device_counts)
-    return profiled.seconds, counted
+    return profiled, counted
 
 
 def _one_round(call: Callable) -> float:

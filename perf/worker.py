@@ -74,6 +74,7 @@ def serve(requests, reply) -> None:
                     runner = Runner(settings)
                     stack.enter_context(optimizations.tf32(settings.recipe(name).tf32))
                     pipe = runner.build(name)
+                    pin(settings.affinity)
                     injected = request.get("inject") or {}
                     if injected.get("host_delay"):
                         inject.delay_postprocessing(pipe, injected["host_delay"])
@@ -87,7 +88,7 @@ def serve(requests, reply) -> None:
                         runner.clock.timed(call)()
                         fastest = runner.clock.rounds.pop().summary()["step_fastest"]
                         inject.burn_every_step(runner.clock, injected["step_delay"] * fastest)
-                    state.update(runner=runner, call=call, name=name, device=device, settings=settings, rounds=0,
+                    state.update(runner=runner, call=call, pipe=pipe, name=name, device=device, settings=settings, rounds=0,
                                  crash_after=injected.get("crash_after_rounds"), last=None)
                     peak = free = None
                     if device.type == "cuda":
@@ -95,7 +96,8 @@ def serve(requests, reply) -> None:
                         free = torch.cuda.mem_get_info(device)[0]
                         torch.cuda.reset_peak_memory_stats(device)
                     reply({"warmup_seconds": warmups, "peak_memory_bytes": peak, "free_memory_bytes": free,
-                           "device": device.type})
+                           "device": device.type, "cpus": sorted(os.sched_getaffinity(0))
+                           if hasattr(os, "sched_getaffinity") else []})
                 elif op == "round":
                     if state["crash_after"] is not None and state["rounds"] >= state["crash_after"]:
                         os.kill(os.getpid(), signal.SIGSEGV)  # --perf-inject-crash: a segfault mid-stage
@@ -112,10 +114,11 @@ def serve(requests, reply) -> None:
                     device, call, settings = state["device"], state["call"], state["settings"]
                     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
                     image_stats = guards.check_images(state["last"], state["name"])
-                    gpu, counted = timing.profile_and_count(call, device, settings.budget)
+                    profiled, counted = timing.profile_and_count(call, device, settings.budget, pipe=state["pipe"])
                     if counted and settings.recipe(state["name"]).compile is not None:
                         counted.update(counters.dynamo_delta(state["runner"].dynamo_before))
-                    reply({"gpu_seconds": gpu, "counters": counted, "peak_memory_bytes": peak,
+                    reply({"gpu_seconds": profiled.seconds, "gpu_components": profiled.components,
+                           "counters": counted, "peak_memory_bytes": peak,
                            "image_max": min(st.max for st in image_stats)})
                 else:
                     reply({"error": f"unknown request {op!r}"})
@@ -123,6 +126,17 @@ def serve(requests, reply) -> None:
                 from .runner import describe
 
                 reply({"error": describe(request.get("stage") or state.get("name") or "?", f"in the worker ({op})", exc)})
+
+
+def pin(cpus) -> None:
+    """Pin this thread, the one that runs the pipeline, to ``cpus`` (--perf-affinity), after the
+    pipeline is built: the threads CUDA and the libraries started stay where the OS puts them.
+
+    Why: on the H200 host a disturbance slowed one worker, not both, for several rounds at a time
+    (``reports/h200/steps/``), which alternating rounds cannot cancel. Both sides' main threads on
+    the same CPU meet the same disturbances. Threads the pipeline starts later inherit the CPUs."""
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(cpus))
 
 
 def main(argv: list[str]) -> None:

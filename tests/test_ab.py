@@ -24,8 +24,11 @@ def test_signed_rank_exact_values():
 def test_pairs_alternate_so_each_side_goes_first_half_the_time():
     order = ab.pair_order(4)
     assert order == [("candidate", "reference"), ("reference", "candidate")] * 2
-    assert ab.plan_pairs(ab.timing.Budget(None, 6, 20, 1.0), 1.0, ab.fewest_pairs(gate.ALPHA)) == 8
-    assert 0.5 ** ab.fewest_pairs(gate.ALPHA) < gate.ALPHA <= 0.5 ** (ab.fewest_pairs(gate.ALPHA) - 1)
+    fewest = ab.fewest_pairs(gate.ALPHA)
+    assert ab.plan_pairs(ab.timing.Budget(None, 6, 20, 1.0), 1.0, fewest) == fewest == 10
+    # Enough for the signed-rank test of the pairs and for the rank test of each side's fastest half.
+    assert 0.5 ** fewest < gate.ALPHA and gate.comparable(fewest // 2, fewest // 2)
+    assert not gate.comparable(fewest // 2 - 1, fewest // 2 - 1)
 
 
 def pairs(candidate, reference, device="cuda"):
@@ -61,6 +64,37 @@ def test_cpu_floor_and_too_few_pairs():
     assert verdict.status == "ok" and verdict.latency.threshold == pytest.approx(gate.AB_DEVICE_MIN_EFFECT["cpu"])
     few = pairs(drifting(6, 2.0), drifting(6))
     assert few.status == "not compared" and few.failing and "6 pairs" in few.detail
+
+
+# Each round's fastest step (ms) in an A/A on the H200, where a disturbance slowed one worker for
+# several rounds at a time (reports/h200/steps/ab-aa.json, two rounds a side added in its pattern).
+AA_CANDIDATE = [42.5, 49.5, 53.8, 26.0, 26.5, 27.8, 26.9, 29.8, 26.3, 27.0]
+AA_REFERENCE = [36.5, 27.4, 26.7, 25.6, 26.3, 25.9, 44.9, 45.8, 26.2, 26.9]
+
+
+def stepped(candidate_ms, reference_ms):
+    def side(name, ms):
+        return Side(name, rounds=[1.4 + m / 20 for m in ms], step_timing={"step_fastest": [m / 1e3 for m in ms]})
+
+    result = ABResult("sdpa", "passed", candidate=side("a", candidate_ms), reference=side("b", reference_ms),
+                      device_type="cuda", steps=50)
+    return gate.judge_ab("sdpa", result, gate.Policy(compare=True))
+
+
+def test_steps_are_judged_on_each_sides_fastest_half_where_disturbances_hit_one_worker():
+    unchanged = stepped(AA_CANDIDATE, AA_REFERENCE)
+    assert unchanged.status == "ok", unchanged.detail
+    assert unchanged.steps["step_fastest"].statistic == gate.FASTEST_HALF
+    assert unchanged.steps["step_fastest"].ratio == pytest.approx(1.02, abs=0.01)
+    # The pairs' ratios spread too widely to see a 10 % step fault; the fastest halves see it.
+    slower = [m * 1.10 for m in AA_CANDIDATE]
+    paired = gate.paired([c / r for c, r in zip(slower, AA_REFERENCE)], 0.03)
+    assert not paired.regressed
+    verdict = stepped(slower, AA_REFERENCE)
+    assert verdict.status == "REGRESSION", verdict.detail
+    assert "denoising step +11." in verdict.detail and gate.FASTEST_HALF in verdict.detail
+    # Too few rounds for the halves' rank test: the steps are not judged (the whole generation is).
+    assert "step_fastest" not in stepped(slower[:8], AA_REFERENCE[:8]).steps
 
 
 def test_counters_and_gpu_time_are_compared_side_by_side():
@@ -212,3 +246,26 @@ def test_a_reference_that_never_answers_fails_its_stage_alone_in_one_line(suite,
                                  "(killed), at starting the reference*"])
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
     assert suite.last_line(result).startswith("diffusers-perf: FAIL, A/B: 0 of 1 stages compared")
+
+
+def test_affinity_pins_both_workers_alike_and_bad_lists_are_one_line():
+    import os
+
+    from perf import options
+
+    allowed = sorted(os.sched_getaffinity(0))
+    assert options.affinity(None, cuda=True) == (allowed[-1],)
+    assert options.affinity(None, cuda=False) == () and options.affinity("none", cuda=True) == ()
+    assert options.affinity(f"{allowed[0]}-{allowed[-1]}", cuda=False) == tuple(allowed)
+    for bad, said in (("x", "is not a CPU list"), ("4096", "is not one this process may use")):
+        with pytest.raises(pytest.UsageError, match=said):
+            options.affinity(bad, cuda=True)
+    # The worker pins the thread that runs the pipeline, and says where it ran.
+    from perf import worker
+
+    before = os.sched_getaffinity(0)
+    try:
+        worker.pin((allowed[0],))
+        assert os.sched_getaffinity(0) == {allowed[0]}
+    finally:
+        os.sched_setaffinity(0, before)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 0 even when some stage of RUN could not be compared")
     args = parser.parse_args(argv)
     try:
-        base, run = storage.read(args.baseline), storage.read(args.run)
+        base, run = storage.read(args.baseline), storage.read(args.run, injected_ok=True)
     except storage.StoredRunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     policy = gate.Policy(compare=True, allow_uncompared=args.allow_uncompared,
                          gpu_rounds=run.settings.get("gpu_rounds", 5))
     verdicts = [gate.judge(name, results[name], plan.stages[name], policy) for name in selected]
+    injected = (run.data.get("diffusers_perf") or {}).get("injected")
+    context = [f"{args.run} has faults injected on purpose ({', '.join(injected)}): judged, never a baseline"
+               ] if isinstance(injected, dict) and injected else []
     report.terminal(verdicts, results, plan.not_selected(selected),
-                    problems + [f"compared with {args.baseline}"], print)
+                    problems + context + [f"compared with {args.baseline}"], print)
     for verdict in verdicts:
         if verdict.failing:
             print(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}")

@@ -465,9 +465,26 @@ def step_timing(extra: dict | None) -> dict:
     return found if isinstance(found, dict) else {}
 
 
+#: Steps are judged where the host paces them: where the baseline's GPU was busy less than this
+#: share of its median generation. Above it the GPU paces the generation, and the host's step
+#: timestamps only say how fast it queues work ahead of the GPU: an unchanged SDXL ``frontier``
+#: rerun on the H200 (GPU busy 90 %) moved its fastest step +29.9 % (p = 0.03) while its latency
+#: moved +0.7 % and its GPU time +0.6 % (``reports/h200/components/``). Wall time and GPU time
+#: judge those stages.
+STEPS_HOST_PACED_BELOW = 0.85
+
+
+def host_paced(gpu_busy: float | None) -> bool:
+    """Whether a run's steps are paced by its host (unknown GPU busy share, as on CPU: yes)."""
+    return gpu_busy is None or gpu_busy < STEPS_HOST_PACED_BELOW
+
+
 def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) -> dict[str, LatencyComparison]:
     """Each of :data:`STEP_COMPONENTS` that both runs timed, on its median over rounds, against its
-    floor and its own noise (within the baseline's rounds, and between the stored runs)."""
+    floor and its own noise (within the baseline's rounds, and between the stored runs); none where
+    the baseline's GPU paced its steps (:data:`STEPS_HOST_PACED_BELOW`)."""
+    if not host_paced((bench.get("extra_info") or {}).get("gpu_busy")):
+        return {}
     base, now = step_timing(bench.get("extra_info")), step_timing(extra)
     floors = step_min_effect(stage_plan.stage, device)
     found = {}
@@ -623,7 +640,9 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     latency = paired(ratios, ab_threshold(ratios, result.device_type))
     steps = {}
     floors = AB_STEP_MIN_EFFECT.get(result.device_type, AB_STEP_MIN_EFFECT["cpu"])
-    for field in STEP_COMPONENTS:
+    busy = (statistics.median(reference.gpu_seconds) / reference.median
+            if reference.gpu_seconds and reference.median else None)
+    for field in STEP_COMPONENTS if host_paced(busy) else ():
         theirs, ours = reference.step_timing.get(field, []), candidate.step_timing.get(field, [])
         if len(ours) == len(theirs) == len(ratios):
             comparison = fastest_halves(theirs, ours, floors[field])

@@ -87,8 +87,9 @@ class StoredRun:
 # -- reading --------------------------------------------------------------------------------------
 
 
-def read(path: Path) -> StoredRun:
-    """Load and validate one stored run; raise :class:`StoredRunError` with the reason."""
+def read(path: Path, injected_ok: bool = False) -> StoredRun:
+    """Load and validate one stored run; raise :class:`StoredRunError` with the reason. A run with
+    faults injected on purpose is refused unless ``injected_ok`` (it is judged, never a baseline)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -105,7 +106,7 @@ def read(path: Path) -> StoredRun:
         raise StoredRunError(f"stored run {path}: {exc}") from None
     except RecursionError:
         raise StoredRunError(f"stored run {path}: is nested too deeply to be a pytest-benchmark file") from None
-    problem = validate(data)
+    problem = validate(data, injected_ok)
     if problem:
         raise StoredRunError(f"stored run {path}: {problem}; skipped")
     return StoredRun(path=path, data=data)
@@ -115,7 +116,7 @@ def _reject_constant(name: str):
     raise ValueError(f"holds {name}, which is no number a timing can be")
 
 
-def validate(data) -> str | None:
+def validate(data, injected_ok: bool = False) -> str | None:
     """What is wrong with a stored run's content, in a few words naming the field; None if usable."""
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         return "not a pytest-benchmark file (no 'benchmarks' list)"
@@ -125,7 +126,7 @@ def validate(data) -> str | None:
     if not isinstance(data.get("machine_info"), dict):
         return "'machine_info' is missing"
     injected = (data.get("diffusers_perf") or {}).get("injected")
-    if injected:
+    if injected and not injected_ok:
         names = ", ".join(injected) if isinstance(injected, dict) else str(injected)
         return f"a run with faults injected on purpose ({names}), never a baseline"
     for field in ("software", "settings"):

@@ -213,7 +213,36 @@ H200_REPORTS = REPORTS.parents[1] / "h200" / "ladder"
     ("0005_h200.json", "sd15-rerun-eager2.json"),
     ("0006_h200.json", "sd15-rerun-compiled.json"),
     ("0007_h200.json", "sdxl-rerun-eager.json"),  # failed tf32 under the old host drift (2.0): +27.1 % > 20.4 %
+    ("0008_h200.json", "sdxl-rerun-compiled.json"),  # frontier's host-queued steps +29.9 % (GPU busy 90 %)
+    ("0009_h200.json", "../components/sd15-comp-aa.json"),
+    ("0009_h200.json", "../components/sd15-comp-aa2.json"),
 ])
 def test_unchanged_h200_reruns_pass_when_rejudged(baseline, rerun, capsys):
     assert compare.main([str(H200 / baseline), str(H200_REPORTS / rerun)]) == 0, capsys.readouterr().out
     assert "none regressed" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_slower_vae_fails_on_its_own_line_when_rejudged(capsys):
+    """The H200 run with a VAE 20 % slower (--perf-inject-vae-slowdown=0.2, about 1 % of sdpa's GPU
+    time) fails each stage on the VAE decode's GPU time, with the whole GPU time within its floor."""
+    assert compare.main([str(H200 / "0009_h200.json"), str(H200_REPORTS / "../components/sd15-comp-inject.json")]) == 1
+    out = capsys.readouterr().out
+    for stage in ("sdpa", "cudagraphs"):
+        line = next(line for line in out.splitlines() if line.startswith(f"REGRESSION {stage}:"))
+        assert "VAE decode GPU time +20." in line and "GPU time +" not in line.replace("VAE decode GPU time", "")
+
+
+def test_steps_the_gpu_paces_are_not_judged():
+    """SDXL frontier on the H200 (GPU busy 90 %): its host queues steps ahead of the GPU, and an
+    unchanged rerun moved their timestamps +29.9 % while latency moved +0.7 %."""
+    from types import SimpleNamespace
+
+    from perf import gate, storage
+
+    base = storage.read(H200 / "0008_h200.json").entries()["frontier"]
+    now = storage.read(H200_REPORTS / "sdxl-rerun-compiled.json").entries()["frontier"]["extra_info"]
+    plan = SimpleNamespace(stage="frontier", history=[])
+    assert base["extra_info"]["gpu_busy"] >= gate.STEPS_HOST_PACED_BELOW
+    assert gate.compare_steps(base, now, plan, "cuda") == {}
+    base["extra_info"]["gpu_busy"] = 0.5  # had the host paced it, its steps would be judged
+    assert gate.compare_steps(base, now, plan, "cuda")["step_fastest"].ratio == pytest.approx(1.299, abs=0.01)

@@ -483,7 +483,8 @@ def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) 
     """Each of :data:`STEP_COMPONENTS` that both runs timed, on its median over rounds, against its
     floor and its own noise (within the baseline's rounds, and between the stored runs); none where
     the baseline's GPU paced its steps (:data:`STEPS_HOST_PACED_BELOW`)."""
-    if not host_paced((bench.get("extra_info") or {}).get("gpu_busy")):
+    base_gpu = gpu_samples(bench)
+    if base_gpu and not host_paced(statistics.median(base_gpu) / bench["stats"]["median"]):
         return {}
     base, now = step_timing(bench.get("extra_info")), step_timing(extra)
     floors = step_min_effect(stage_plan.stage, device)

@@ -118,10 +118,11 @@ def ab_json(path):
 
 
 @pytest.mark.alone
-def test_a_a_passes_and_faults_in_either_side_are_seen(suite):
+def test_a_a_passes_and_a_slower_candidate_fails(suite):
     """One stage; the same interpreter on both sides; then a host delay in the candidate (slower:
-    fails), then in the reference (the candidate is faster: reported, passes). The delay is over
-    half a round, above the CPU floor."""
+    fails). The delay is over half a round, above the CPU floor. That a faster candidate is
+    reported, and that a fault reaches only the side it names, is proven on fabricated pairs and
+    settings (test_a_faster_candidate_is_reported_not_failed, test_faults_reach_only_the_injected_side)."""
     # fp32 at 32 px: rounds of about 0.1 s on any x86 CPU. bfloat16 runs ten times slower on a CPU
     # without AVX-512 (2.9 s a round at 64 px, Dec 1), where this delay fell under the CPU floor.
     common = ("--perf-stages=fp32", "--perf-size=32", f"--perf-reference-python={sys.executable}", *AB)
@@ -136,12 +137,6 @@ def test_a_a_passes_and_faults_in_either_side_are_seen(suite):
     # The delay lands after the last step: the whole generation or its "after" part (or both) fails.
     slower.stdout.fnmatch_lines(["REGRESSION fp32 (A/B): *"])
     assert suite.last_line(slower).startswith("diffusers-perf: FAIL, A/B: 1 of 1 stages regressed")
-    # "faster" needs every pair to agree (8 pairs: one inverted pair gives p = 0.039 > 0.01), so the
-    # reference's delay is doubled: one stalled candidate round on the 2-core CI host (+0.15 s) once
-    # inverted a pair and hid the report.
-    faster = suite.run(*common, "--perf-inject-host-delay=0.3", "--perf-inject-side=reference")
-    assert faster.ret == 0, faster.stdout.str()
-    assert "1 faster (fp32)" in suite.last_line(faster)
 
 
 def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):

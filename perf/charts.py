@@ -10,6 +10,8 @@ in the report itself.
   between bar and line is the time the GPU waited on the host.
 * The **components chart**: per stage, the medians of its rounds' parts (:mod:`perf.steps`): the
   prompt and first step, the denoising steps after it, the VAE decode and postprocessing.
+* The **GPU components chart**: per stage, the GPU busy time of each pipeline component
+  (:mod:`perf.components`): text encoders, denoiser, VAE decode, the rest.
 * A **trend chart** per stage: its median in every stored run of this hardware that measured it
   the same way (:func:`perf.baselines.trend`), oldest first, then this run.
 """
@@ -71,6 +73,23 @@ def components(stages: list[tuple[str, float, float, float]], title: str) -> Cha
         lines.append(f"    line [{', '.join(f'{row[index]:.4f}' for row in stages)}]")
     return Chart("components", "Where the time goes: the denoising steps (highest line, in most stages), "
                                "the prompt and first step, the VAE decode and postprocessing", "\n".join(lines) + "\n")
+
+
+def gpu_components(stages: list[tuple[str, dict[str, float]]], names: list[tuple[str, str]], title: str) -> Chart | None:
+    """``stages``: (name, GPU seconds per component) in ladder order; ``names``: (component, label)
+    in the order drawn. One line per component (:mod:`perf.components`), so a reader sees which
+    component a stage's recipe made faster, and which it left alone."""
+    stages = [(name, parts) for name, parts in stages if parts]
+    if not stages or not names:
+        return None
+    top = _axis_max([max(parts.values()) for _, parts in stages])
+    lines = ["xychart-beta", f"    title {_label(title)}",
+             f"    x-axis [{', '.join(_label(name) for name, _ in stages)}]",
+             f'    y-axis "GPU seconds per image" 0 --> {top}']
+    for component, _ in names:
+        lines.append(f"    line [{', '.join(f'{parts.get(component, 0.0):.4f}' for _, parts in stages)}]")
+    order = ", ".join(label for _, label in names)
+    return Chart("gpu-components", f"GPU time per component, one line each: {order}", "\n".join(lines) + "\n")
 
 
 def trend(stage: str, points: list[tuple[str, float]]) -> Chart | None:

@@ -105,3 +105,23 @@ def test_a_component_a_few_percent_of_gpu_time_fails_on_its_own_line():
     headers, rows = report.component_table([verdict], {"fp16": result(slower_vae)})
     assert headers == ("stage", "UNet GPU ms", "VAE decode GPU ms", "other GPU ms")
     assert rows == [("fp16", "300.0 (+0.0%)", "8.4 (+20.0% > 3.0%)", "20.0 (+0.0%)")]
+
+
+def test_the_gpu_components_chart_draws_one_line_per_component_from_a_stored_h200_run():
+    """SDXL's compiled stages on the H200: the VAE line falls where compile_vae compiles the decoder."""
+    import statistics
+    from pathlib import Path
+
+    from perf import charts, storage
+
+    run = storage.read(Path(__file__).parents[1] / "reports/h200/ladder/sdxl-rerun-compiled.json")
+    stages = [(name, {part: statistics.median(v) for part, v in gate.gpu_components(bench["extra_info"]).items()})
+              for name, bench in run.entries().items()]
+    names = [(part, gate.component_name(part)) for part in gate.COMPONENT_NAMES if part in stages[0][1]]
+    chart = charts.gpu_components(stages, names, "sdxl: GPU time per component")
+    lines = [line for line in chart.mermaid.splitlines() if line.strip().startswith("line [")]
+    assert len(lines) == len(names) == 5 and "VAE decode" in chart.title
+    vae = [float(x) for x in lines[[part for part, _ in names].index("vae")].split("[")[1].rstrip("]").split(",")]
+    assert [name for name, _ in stages] == ["compile", "cudagraphs", "compile_vae", "frontier"]
+    assert vae[2] < vae[1] / 3  # 114.9 -> 34.5 ms
+    assert charts.gpu_components([("fp32", {})], names, "t") is None

@@ -6,7 +6,69 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from typing import Any
+from typing import Any, TypedDict
+
+
+class StageExtra(TypedDict, total=False):
+    """A timed stage's ``extra_info``, as pytest-benchmark stores it beside the raw rounds: the one
+    place its keys are written down (:meth:`perf.runner.Runner.measure` fills it; the gate, the
+    report and :mod:`perf.storage`'s validation read it). Every key may be missing in an older
+    stored run, so readers use ``.get``."""
+
+    # what was measured, and how: the identity a baseline must share (perf.baselines)
+    stage: str
+    summary: str
+    pipeline: str
+    steps: int
+    size: int
+    batch: int
+    threads: int | None
+    dtype: str
+    tf32: bool
+    attention: str
+    recipe: dict[str, Any]  # perf.stages.Recipe's fields (baselines.RECIPE_FIELDS)
+    device: str  # "cuda:0", "cpu"
+    gpu: str | None
+    torch: str
+    cuda: str | None
+    diffusers: str
+    # wall time (the rounds themselves are pytest-benchmark's stats.data)
+    rounds: int
+    warmup_seconds: list[float]
+    seconds_per_step: float
+    robust_cv: float | None
+    cost_seconds: dict[str, float]  # the stage's own wall time by phase (perf.progress)
+    step_timing: dict[str, list[float]]  # per timed round: perf.steps.FIELDS
+    # GPU busy time (perf.gpu_time, perf.components); CUDA only
+    gpu_seconds: list[float]
+    gpu_median: float
+    gpu_seconds_per_step: float
+    gpu_busy: float  # GPU busy time over the median round
+    gpu_components: dict[str, list[float]]  # per component, per profiled round
+    # host work, counted exactly (perf.counters); compiled stages add Dynamo's and the cache's
+    counters: dict[str, int]
+    compile_cache: dict[str, int]
+    # memory, images, quality
+    peak_memory_bytes: int | None
+    peak_memory_gib: float | None
+    image_max: float
+    image_std: float
+    quality: dict[str, Any]  # perf.quality.Similarity.to_json() and min_psnr_db
+    # FLOPs (perf.flops), unless --perf-no-flops
+    flops: float
+    achieved_tflops: float
+    peak_tflops: float
+    fraction_of_peak: float
+    # faults injected on purpose (-p perf.inject): such a run is never saved nor read as a baseline
+    injected_seconds_per_unet_call: float
+    injected_nan: bool
+    injected_sync: bool
+    injected_host_work: float
+    injected_recompile: bool
+    injected_host_delay: float
+    injected_quality: float
+    injected_step_delay: float
+    injected_vae_slowdown: float
 
 
 @dataclasses.dataclass
@@ -17,7 +79,7 @@ class StageResult:
     outcome: str  # "passed" | "failed" | "skipped"
     message: str = ""
     rounds: list[float] = dataclasses.field(default_factory=list)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    extra: StageExtra = dataclasses.field(default_factory=dict)  # type: ignore[assignment]
 
     @property
     def median(self) -> float | None:

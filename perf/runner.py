@@ -16,7 +16,7 @@ import torch
 from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, quality,
                stages, timing)
 from . import steps as steps_module
-from .results import StageResult
+from .results import StageExtra, StageResult
 from .settings import Settings
 from .stats import robust_cv
 
@@ -221,7 +221,7 @@ class Runner:
         benchmark.extra_info.update(extra)
         return StageResult(stage=name, outcome="passed", rounds=rounds, extra=extra)
 
-    def _extra_info(self, name, recipe, rounds, measured, image_stats) -> dict:
+    def _extra_info(self, name, recipe, rounds, measured, image_stats) -> StageExtra:
         s = self.settings
         peak = None
         if self._flops:
@@ -231,7 +231,7 @@ class Runner:
         median = statistics.median(rounds)
         if self._software is None:
             self._software, self._hardware = baselines.software_info(), baselines.hardware_info()
-        extra = {
+        extra: StageExtra = {
             "stage": name,
             "summary": stages.BY_NAME[name].summary,
             "pipeline": s.label,

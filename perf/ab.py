@@ -95,8 +95,11 @@ def plan_pairs(budget: timing.Budget, seconds_per_pair: float, fewest: int) -> i
 class Session:
     """The A/B part of a pytest session: one reference interpreter, a result per stage."""
 
-    def __init__(self, settings: Settings, reference_python: str):
+    def __init__(self, settings: Settings, reference_python: str, fixed_layout: bool = False):
+        """``fixed_layout``: start both sides' workers without address-space randomization
+        (:func:`perf.worker.fixed_layout`): on CPU, where the layout decides a worker's speed."""
         self.settings = settings
+        self.fixed_layout = fixed_layout
         self.pythons = {"candidate": sys.executable, "reference": reference_python}
         self.software: dict[str, dict] = {}  # side -> versions, from the first stage's workers
         self.results: dict[str, ABResult] = {}
@@ -140,7 +143,7 @@ class Session:
             built = {}
             start = time.perf_counter()
             for side in SIDES:  # both interpreters start (import torch, diffusers) at once
-                workers[side] = Worker(self.pythons[side], side)
+                workers[side] = Worker(self.pythons[side], side, fixed=self.fixed_layout)
             floor = self.settings.worker_timeout
             for side in SIDES:
                 step = f"starting the {side}"

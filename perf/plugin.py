@@ -233,7 +233,10 @@ def _configure(config: pytest.Config) -> None:
         problem = worker.check_python(settings.reference_python)
         if problem:
             raise pytest.UsageError(f"--perf-reference-python: {problem}")
-        session_ab = ab.Session(settings, worker.resolve(settings.reference_python))
+        import torch
+
+        session_ab = ab.Session(settings, worker.resolve(settings.reference_python),
+                                fixed_layout=not torch.cuda.is_available())
     config._perf = PerfSession(settings=settings, runner=Runner(settings, plan.stages if plan else None),
                                storage=root, key=key, policy=policy, plan=plan, context=context, ab=session_ab,
                                hardware=hardware)

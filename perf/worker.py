@@ -155,10 +155,40 @@ def main(argv: list[str]) -> None:
 # -- the client ---------------------------------------------------------------------------------
 
 
+#: Linux's personality flag that turns address-space randomization off for a program it execs.
+ADDR_NO_RANDOMIZE = 0x0040000
+
+
+@contextlib.contextmanager
+def fixed_layout(enabled: bool = True):
+    """Processes started in the block run without address-space randomization (as ``setarch -R``
+    would start them), where Linux allows it; this process's own layout is not touched.
+
+    Why: on the 2-core CPU machine two identical A/B workers differed by up to 28 % for their whole
+    life (13 A/A runs, whole-stage ratios 0.79-1.28), and without randomization by at most 15 %
+    (15 runs, 0.92-1.15; ``reports/cpu/ab-steps/``): where code and data land in memory decides a
+    CPU-bound process's speed, and with it fixed both sides land alike."""
+    libc = None
+    if enabled and sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+    old = libc.personality(0xFFFFFFFF) if libc is not None else -1
+    if old != -1:
+        libc.personality(old | ADDR_NO_RANDOMIZE)
+    try:
+        yield
+    finally:
+        if old != -1:
+            libc.personality(old)
+
+
 class Worker:
     """A worker process under ``python``, spoken to one request at a time over its own pipes."""
 
-    def __init__(self, python: str, side: str):
+    def __init__(self, python: str, side: str, fixed: bool = False):
+        """``fixed``: start it without address-space randomization (:func:`fixed_layout`)."""
         self.side = side
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
@@ -170,9 +200,10 @@ class Worker:
         requests_read, requests_write = os.pipe()
         replies_read, replies_write = os.pipe()
         try:
-            self.process = subprocess.Popen(
-                [python, "-m", "perf.worker", str(requests_read), str(replies_write)],
-                pass_fds=(requests_read, replies_write), stdin=subprocess.DEVNULL, stdout=2, env=env)
+            with fixed_layout(fixed):
+                self.process = subprocess.Popen(
+                    [python, "-m", "perf.worker", str(requests_read), str(replies_write)],
+                    pass_fds=(requests_read, replies_write), stdin=subprocess.DEVNULL, stdout=2, env=env)
         finally:
             os.close(requests_read)
             os.close(replies_write)

@@ -264,3 +264,24 @@ def test_affinity_pins_both_workers_alike_and_bad_lists_are_one_line():
         assert os.sched_getaffinity(0) == {allowed[0]}
     finally:
         os.sched_setaffinity(0, before)
+
+
+def test_workers_start_without_address_randomization_when_asked_and_this_process_keeps_its_own():
+    """On CPU both sides' workers start with a fixed layout (worker.fixed_layout): two identical
+    workers differed by up to 28 % with randomization, 15 % without (reports/cpu/ab-steps/)."""
+    import os
+    from pathlib import Path
+
+    from perf import worker
+
+    def personality(pid):
+        return int(Path(f"/proc/{pid}/personality").read_text(), 16)
+
+    before = personality(os.getpid())
+    for fixed in (True, False):
+        started = worker.Worker(sys.executable, "candidate", fixed=fixed)
+        try:
+            assert bool(personality(started.process.pid) & worker.ADDR_NO_RANDOMIZE) is fixed
+        finally:
+            started.close()
+    assert personality(os.getpid()) == before

@@ -287,6 +287,13 @@ def component_name(name: str) -> str:
     return COMPONENT_NAMES.get(name, name)
 
 
+def component_order(names) -> list[str]:
+    """Components in the order tables and charts show them: :data:`COMPONENT_NAMES`' order, then
+    any other by name."""
+    order = list(COMPONENT_NAMES)
+    return sorted(set(names), key=lambda name: (order.index(name) if name in order else len(order), name))
+
+
 def gpu_components(extra: dict | None) -> dict[str, list[float]]:
     """``gpu_components`` of an ``extra_info`` (a stored entry's, or a result's extra), or {}."""
     found = extra.get("gpu_components") if isinstance(extra, dict) else None

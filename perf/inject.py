@@ -184,34 +184,29 @@ def scale_attention(pipe, fraction: float) -> None:
     first_attention(pipe).register_forward_hook(hook)
 
 
-def slow_down_unet(pipe, seconds_per_call: float) -> None:
-    """Spin for ``seconds_per_call`` inside every denoiser call (on the small time embedding)."""
-    if seconds_per_call <= 0:
+def _spin_after(module: torch.nn.Module, seconds: float) -> None:
+    """Spin for ``seconds`` on ``module``'s output at the end of every call (nothing when 0)."""
+    if seconds <= 0:
         return
-    embedding = time_embedding(pipe)
-    device = next(embedding.parameters()).device
+    device = next(module.parameters()).device
     if device.type == "cuda":
         _cycles_per_second(device.index or 0)  # calibrate before any graph capture
 
     def hook(module, args, output):
-        return torch.ops.diffusers_perf.spin(output, seconds_per_call)
+        return torch.ops.diffusers_perf.spin(output, seconds)
 
-    embedding.register_forward_hook(hook)
+    module.register_forward_hook(hook)
+
+
+def slow_down_unet(pipe, seconds_per_call: float) -> None:
+    """Spin for ``seconds_per_call`` inside every denoiser call (on the small time embedding)."""
+    _spin_after(time_embedding(pipe), seconds_per_call)
 
 
 def slow_down_vae(pipe, seconds_per_decode: float) -> None:
     """Spin for ``seconds_per_decode`` at the end of every VAE decode (on the decoder's output):
     device work inside one component, which the whole GPU time hardly sees."""
-    if seconds_per_decode <= 0:
-        return
-    device = next(pipe.vae.decoder.parameters()).device
-    if device.type == "cuda":
-        _cycles_per_second(device.index or 0)
-
-    def hook(module, args, output):
-        return torch.ops.diffusers_perf.spin(output, seconds_per_decode)
-
-    pipe.vae.decoder.register_forward_hook(hook)
+    _spin_after(pipe.vae.decoder, seconds_per_decode)
 
 
 def nan_in_vae(pipe) -> None:

@@ -582,8 +582,7 @@ def _charts(config: pytest.Config, perf: PerfSession) -> list[charts.Chart]:
     drawn.append(charts.components(parts, f"{perf.settings.label}: where each round's time goes"))
     gpu_parts = [(name, {part: statistics.median(values) for part, values in gate.gpu_components(
         results[name].extra).items()}) for name in perf.settings.stages if name in results]
-    found = [part for part in gate.COMPONENT_NAMES if any(part in parts for _, parts in gpu_parts)]
-    found += sorted({part for _, parts in gpu_parts for part in parts} - set(found))
+    found = gate.component_order(part for _, parts in gpu_parts for part in parts)
     drawn.append(charts.gpu_components(gpu_parts, [(part, gate.component_name(part)) for part in found],
                                        f"{perf.settings.label}: GPU time per component"))
     if perf.plan is not None:  # compare mode read them before the run, so without this run's own file

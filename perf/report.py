@@ -83,14 +83,8 @@ def component_table(verdicts, results) -> tuple[tuple[str, ...], list[tuple[str,
     """GPU busy ms per pipeline component (:mod:`perf.components`), the median over the profiled
     rounds, with each component's change against the baseline where the gate judged it:
     headers and rows, or no rows where no stage split its GPU time."""
-    order = list(gate.COMPONENT_NAMES)
-    found: list[str] = []
-    for verdict in verdicts:
-        result = results.get(verdict.stage)
-        for name in gate.gpu_components(result.extra if result is not None else None):
-            if name not in found:
-                found.append(name)
-    found.sort(key=lambda name: (order.index(name) if name in order else len(order), name))
+    found = gate.component_order(name for verdict in verdicts
+                                 for name in gate.gpu_components(getattr(results.get(verdict.stage), "extra", None)))
     table = []
     for verdict in verdicts:
         result = results.get(verdict.stage)

@@ -178,7 +178,7 @@ def markdown(title: str, verdicts, results, missing, context, root: str = "fp32"
                   "_first: from the call to the first step's end (prompt encoding, latents, step 1); step: "
                   "each round's fastest and median denoising step; after: from the last step's end to the "
                   "synchronized images (VAE decode, postprocessing); medians over the timed rounds. The gate "
-                  "judges the step on each round's fastest step._"]
+                  "judges the step on each round's fastest step, over the fastest half of the rounds._"]
     headers, parts = component_table(verdicts, results)
     if parts:
         lines += ["", "### GPU time per component", "", *_markdown_table(headers, parts), "",

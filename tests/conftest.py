@@ -96,6 +96,15 @@ class Suite:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "alone: under `pytest tests -n`, runs while no other test runs (A/B's paired "
                                        "ratios: a test on the other core skewed an A/A by 36 % on the 2-core machine)")
+    config.addinivalue_line("markers", "slow: takes 25 s or more on the 2-core machine (whole suite runs, compiles, "
+                                       "A/B workers); runs first, and `-m 'not slow'` leaves it out")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, the ``alone`` ones first of all: under ``-n auto --dist worksteal`` each
+    worker starts on its share of the list and the idle one steals from the end of the other's, so
+    long tests at the end would leave one core idle while the other finishes them."""
+    items.sort(key=lambda item: (item.get_closest_marker("alone") is None, item.get_closest_marker("slow") is None))
 
 
 @contextlib.contextmanager

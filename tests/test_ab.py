@@ -117,6 +117,7 @@ def ab_json(path):
     return json.loads(path.read_text())["diffusers_perf"]["ab"]["stages"]
 
 
+@pytest.mark.slow
 @pytest.mark.alone
 def test_a_a_passes_and_a_slower_candidate_fails(suite):
     """One stage; the same interpreter on both sides; then a host delay in the candidate (slower:
@@ -139,6 +140,7 @@ def test_a_a_passes_and_a_slower_candidate_fails(suite):
     assert suite.last_line(slower).startswith("diffusers-perf: FAIL, A/B: 1 of 1 stages regressed")
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):
     result = suite.run("--perf-stages=fp32,bf16", "--perf-size=32", f"--perf-reference-python={sys.executable}", *AB,
                        "--perf-inject-crash", "--benchmark-json=crash.json")
@@ -151,6 +153,7 @@ def test_a_worker_killed_mid_stage_fails_that_stage_alone(suite):
     assert "1 failed: fp32" in suite.last_line(result)
 
 
+@pytest.mark.slow
 def test_stored_gate_and_a_b_in_one_job(suite):
     """Both gates judge the stage in one run, and the line speaks for both. Whether each passes
     is the promise of the tests that run alone (an unchanged run timed beside another test may
@@ -215,6 +218,7 @@ def wrapper(tmp_path, body: str) -> str:
     return str(script)
 
 
+@pytest.mark.slow
 def test_a_reference_that_prints_at_start_or_runs_through_a_wrapper_still_speaks_the_protocol(suite, tmp_path):
     """A banner from the wrapper script and a print from a site hook at every start-up: neither
     reaches the worker's protocol, and the interpreter check accepts the wrapper. (The stage is
@@ -230,6 +234,7 @@ def test_a_reference_that_prints_at_start_or_runs_through_a_wrapper_still_speaks
     assert "failed" not in suite.last_line(result), result.stdout.str()
 
 
+@pytest.mark.slow
 def test_a_reference_that_never_answers_fails_its_stage_alone_in_one_line(suite, tmp_path):
     # The interpreter check (python -c) passes; the worker (python -m perf.worker) hangs.
     reference = wrapper(tmp_path, 'if [ "$1" = "-m" ]; then exec sleep 600; fi')

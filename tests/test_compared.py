@@ -63,6 +63,7 @@ def test_a_failing_stage_never_saves_a_partial_baseline(suite):
     result.stdout.fnmatch_lines(["*not saved: bf16 failed or regressed*"])
 
 
+@pytest.mark.slow
 def test_baseline_skips_newer_runs_of_other_settings_and_selectors_must_match(suite):
     assert suite.run("--perf-stages=fp32", "--benchmark-save=base").ret == 0
     assert suite.run("--perf-stages=fp32", "--perf-steps=3", "--benchmark-save=three").ret == 0

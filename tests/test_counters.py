@@ -70,6 +70,7 @@ runner.Runner.build = build
 """
 
 
+@pytest.mark.slow
 @on_cpu
 def test_unchanged_runs_count_the_same_and_more_work_fails_whatever_the_wall_time(suite):
     stages = ("--perf-stages=fp32",)  # the counters repeat exactly on any stage: one is enough

@@ -230,6 +230,7 @@ def test_the_cases_found_by_hand_are_refused_with_one_line(damage, expected):
 FAST2 = ("--perf-stages=fp32,bf16", "--perf-size=32")
 
 
+@pytest.mark.slow
 def test_nothing_timed_in_compare_mode_fails_and_outputs_not_written_fail_the_run(suite):
     assert suite.run(*FAST2, "--benchmark-save=base").ret == 0
     for how in (["--benchmark-skip"], ["--setup-only"]):
@@ -253,6 +254,7 @@ def test_nothing_timed_in_compare_mode_fails_and_outputs_not_written_fail_the_ru
         assert "report: /dev/full" not in out
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_a_stage_is_timed_says_interrupted_and_saves_nothing(suite):
     assert suite.run(*FAST2, "--benchmark-save=base").ret == 0
     # 30 rounds a stage: bf16 is still timing seconds after its "timing" line, however loaded the host.

@@ -78,6 +78,7 @@ def test_the_allowed_drop_follows_the_stored_runs_noise(history, allowed):
     assert gate.quality_drop_allowed(history) == pytest.approx(allowed)
 
 
+@pytest.mark.slow
 @on_cpu
 def test_unchanged_images_pass_their_floors_and_a_subtle_fault_fails_the_named_stages(suite):
     stages_ = ("--perf-stages=fp32,sdpa,bf16", *TINY_DEFAULTS)
@@ -101,6 +102,7 @@ def test_unchanged_images_pass_their_floors_and_a_subtle_fault_fails_the_named_s
     assert suite.last_line(broken).startswith("diffusers-perf: FAIL")
 
 
+@pytest.mark.slow
 @on_cpu
 def test_a_drop_against_the_baseline_fails_where_no_floor_was_measured(suite):
     """At the tests' 2 steps and 32 px no floor applies: the baseline's own PSNR is the bar."""
@@ -116,6 +118,7 @@ def test_a_drop_against_the_baseline_fails_where_no_floor_was_measured(suite):
     assert same.ret in (0, pytest.ExitCode.TESTS_FAILED) and "quality PSNR" not in same.stdout.str(), same.stdout.str()
     [now] = json.loads((suite.pytester.path / "same.json").read_text())["benchmarks"]
     assert now["extra_info"]["quality"]["psnr_db"] == before  # repeats exactly on CPU
+    assert suite.saved() == [saved]  # comparing never writes a stored run
     assert "making the reference images (fp32, untimed)" in same.stdout.str()  # fp32 not selected
 
     broken = suite.run(*stages_, "--benchmark-compare", "--perf-inject-quality=0.2")
@@ -142,6 +145,7 @@ def test_a_quality_fault_is_never_saved(suite):
     assert "never record a baseline with them" in result.stderr.str()
 
 
+@pytest.mark.slow
 @on_cpu
 @pytest.mark.skipif(requirements._torchao() is not None, reason=str(requirements._torchao()))
 def test_int8_quantizes_the_compiled_unet_and_is_judged_by_its_own_floor(suite):

@@ -123,6 +123,7 @@ def test_graph_stages_get_tighter_step_floors_than_eager_ones_on_cuda():
 # -- whole runs on CPU --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_fault_only_timing_can_see_fails_the_step_gate_stored_and_in_a_b(suite):
     """A burn of host time at every step's end (no call, no op) fails on its own line, in the
     stored gate and in A/B, sized well above the CPU floors (the 2-core host drifts 40 % between

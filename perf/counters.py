@@ -20,6 +20,7 @@ never noise), and which on a relative increase beyond a stated tolerance.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sys
 from typing import TYPE_CHECKING, Callable
 
@@ -70,6 +71,10 @@ _MEMCPY = {"HtoD": "memcpy_htod", "DtoH": "memcpy_dtoh", "DtoD": "memcpy_dtod"}
 
 
 def _python_calls(call: Callable[[], object]) -> tuple[object, int]:
+    """Python calls of one ``call``, with the cyclic garbage collector held off (after a full
+    collection), as ``timeit`` holds it off: a collection inside the round runs whatever
+    finalizers and weakref callbacks the garbage holds, a number that depends on when it ran
+    (two counts of the same tiny round in a fresh test worker differed by 2 of 13,382 calls)."""
     calls = 0
 
     def profiler(frame, event, arg):
@@ -77,12 +82,17 @@ def _python_calls(call: Callable[[], object]) -> tuple[object, int]:
         if event == "call":
             calls += 1
 
+    collecting = gc.isenabled()
+    gc.collect()
+    gc.disable()
     previous = sys.getprofile()
     sys.setprofile(profiler)
     try:
         result = call()
     finally:
         sys.setprofile(previous)
+        if collecting:
+            gc.enable()
     return result, calls
 
 

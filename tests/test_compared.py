@@ -236,7 +236,8 @@ def test_a_slower_vae_fails_on_its_own_line_when_rejudged(capsys):
 
 def test_steps_the_gpu_paces_are_not_judged():
     """SDXL frontier on the H200 (GPU busy 90 %): its host queues steps ahead of the GPU, and an
-    unchanged rerun moved their timestamps +29.9 % while latency moved +0.7 %."""
+    unchanged rerun moved their timestamps +29.9 % (median over rounds) while latency moved +0.7 %;
+    had the host paced it, the fastest half of the rounds (the gate's step statistic) moved -4.2 %."""
     from types import SimpleNamespace
 
     from perf import gate, storage
@@ -248,4 +249,4 @@ def test_steps_the_gpu_paces_are_not_judged():
     assert busy >= gate.STEPS_HOST_PACED_BELOW
     assert gate.compare_steps(base, now, plan, "cuda") == {}
     base["extra_info"]["gpu_seconds"] = [x / 2 for x in base["extra_info"]["gpu_seconds"]]  # had the host paced it
-    assert gate.compare_steps(base, now, plan, "cuda")["step_fastest"].ratio == pytest.approx(1.299, abs=0.01)
+    assert gate.compare_steps(base, now, plan, "cuda")["step_fastest"].ratio == pytest.approx(0.958, abs=0.01)

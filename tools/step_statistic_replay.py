@@ -25,7 +25,8 @@ PAIRS = [(H200 + "0005_h200.json", "reports/h200/ladder/sd15-rerun-eager.json"),
          (H200 + "0009_h200.json", "reports/h200/components/sd15-comp-aa.json"),
          (H200 + "0009_h200.json", "reports/h200/components/sd15-comp-aa2.json"),
          (H200 + "0007_h200.json", "reports/h200/ladder/sdxl-rerun-eager.json"),
-         (H200 + "0008_h200.json", "reports/h200/ladder/sdxl-rerun-compiled.json")]
+         (H200 + "0008_h200.json", "reports/h200/ladder/sdxl-rerun-compiled.json"),
+         (H200 + "0009_h200.json", "reports/h200/host-drift/sd15-rerun-half/sd15-rerun-half.json")]
 
 
 def fastest_steps(path: str) -> dict[str, list[float]]:

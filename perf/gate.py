@@ -86,11 +86,11 @@ QUALITY_MIN_DROP_DB = 3.0
 GPU_TIME_MIN_EFFECT = 0.03
 
 #: The per-step components of a timed round (:mod:`perf.steps`) the gate judges, each on the fastest
-#: half of its per-round values (:data:`STEP_STATISTIC`), with its name in the verdict and the floor of its threshold
-#: per device. The denoising step is judged on each round's *fastest* step: the least disturbed
-#: sample of the denoiser's pace, which a per-step fault moves by its whole size while a noisy
-#: host moves mostly the slower steps (H200 probe: fastest step robust CV 2.2 % where whole
-#: generations spread 4.8 %). ``first`` holds the prompt's encoding and the first step, ``after``
+#: half of its per-round values (:data:`STEP_STATISTIC`), with its name in the verdict and the floor
+#: of its threshold per device. The denoising step is judged on each round's *fastest* step: the
+#: least disturbed sample of the denoiser's pace, which a per-step fault moves by its whole size
+#: while a noisy host moves mostly the slower steps (H200 probe: fastest step robust CV 2.2 % where
+#: whole generations spread 4.8 %). ``first`` holds the prompt's encoding and the first step, ``after``
 #: the VAE decode and postprocessing; both follow the host's drift between runs more. Floors
 #: measured: ``reports/cpu/steps/`` and ``reports/h200/steps/``.
 STEP_COMPONENTS = {
@@ -275,7 +275,7 @@ def fewest_rounds(against: int | None = None, alpha: float = ALPHA) -> int:
 def compare_latency(baseline: list[float], current: list[float], min_effect: float,
                     history: list[float] | None = None, statistic: str = "median",
                     alpha: float = ALPHA) -> LatencyComparison:
-    """Compare raw rounds on one of :data:`WALL_STATISTICS` (``history``: the same statistic of
+    """Compare raw rounds on one of :data:`STATISTICS` (``history``: the same statistic of
     earlier runs); callers check :func:`comparable` first."""
     of = STATISTICS[statistic]
     return LatencyComparison(
@@ -529,9 +529,8 @@ def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) 
 
 def _step_detail(field: str, comparison: LatencyComparison) -> str:
     name, what = STEP_COMPONENTS[field]
-    over = comparison.statistic if comparison.statistic in (FASTEST_HALF, STEP_STATISTIC) else "median over rounds"
     return (f"{name} +{(comparison.ratio - 1) * 100:.1f}% > threshold {comparison.threshold * 100:.1f}% "
-            f"({what}, {over}; rank test p={comparison.p_slower:.2g})")
+            f"({what}, {comparison.statistic}; rank test p={comparison.p_slower:.2g})")
 
 
 def _regression_detail(what: str, comparison: LatencyComparison) -> str:

@@ -105,6 +105,13 @@ def hardware_key(info: dict | None = None) -> str:
     return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9.-]+", "_", key)).strip("_")
 
 
+def single_gpu(hardware: dict) -> dict:
+    """The same GPU alone: the folder a run on several GPUs (``pytest perf -n N``) is compared with
+    while its own is empty, and where compiled kernels are kept (they depend on the GPU's model,
+    not on how many there are)."""
+    return dict(hardware, gpu_count=1) if hardware.get("accelerator") == "cuda" else dict(hardware)
+
+
 def hardware_differences(saved: dict, current: dict) -> list[str]:
     return [f"{field}: {saved.get(field)!r} -> {current.get(field)!r}"
             for field in HARDWARE_FIELDS if saved.get(field) != current.get(field)

@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     order = {name: i for i, name in enumerate(stages.names())}
     selected = sorted(results, key=lambda name: order.get(name, len(order)))
     hardware = {field: run.hardware.get(field) for field in baselines.HARDWARE_FIELDS}
+    if base.hardware.get("gpu_count") == 1 and (hardware.get("gpu_count") or 0) > 1:
+        hardware = baselines.single_gpu(hardware)  # a run on several GPUs (-n), against the same GPU alone
     identities = {name: baselines.stored_identity(bench) for name, bench in run.entries().items()}
     folder = args.baseline.parent
     runs, problems = storage.read_folder(folder)

@@ -18,7 +18,8 @@ What pytest-benchmark alone gets wrong for this suite, and where it is fixed her
 * saving takes the next free number under a lock, never overwrites, saves nothing from an
   interrupted or failing run, and writes a fallback file rather than lose a finished one
   (:func:`_save`);
-* a clear refusal under pytest-xdist instead of silently disabled benchmarks.
+* under pytest-xdist, one GPU per worker and one stored run, report and verdict from the
+  controller (:mod:`perf.distribute`); on CPU, a clear refusal instead of silently disabled benchmarks.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from . import (ab, baselines, charts, compile_cache, counters, gate, options, outcome, pipelines, preflight, progress,
-               report, stages, storage, worker)
+from . import (ab, baselines, charts, compile_cache, counters, distribute, gate, options, outcome, pipelines, preflight,
+               progress, report, stages, storage, worker)
 from .results import StageResult
 from .runner import Runner
 
@@ -71,6 +72,7 @@ class PerfSession:
     json_target: object = None  # --benchmark-json: written by the suite (_write_json), never by pytest-benchmark
     report_written: bool = False
     deselected: bool = False  # some stage's test was deselected (-k, -m)
+    role: str = "serial"  # or, under pytest-xdist, "controller" / "worker" (perf.distribute)
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
         """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
@@ -107,12 +109,6 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def _xdist_active(config: pytest.Config) -> bool:
-    return (config.getoption("dist", "no") not in (None, "no")
-            or bool(config.getoption("numprocesses", None))
-            or bool(os.environ.get("PYTEST_XDIST_WORKER")))
-
-
 def _targets_perf(config: pytest.Config) -> bool:
     """Whether the command line reaches the ladder: by path, or by module name under --pyargs."""
     for arg in config.args or ["."]:
@@ -142,6 +138,14 @@ def _module_paths(name: str) -> list[Path]:
         return []
     paths = [Path(spec.origin)] if spec.origin else []
     return paths + [Path(p) for p in spec.submodule_search_locations or ()]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``pytest perf -n auto``: one worker per visible GPU (on CPU, xdist's count, which is refused)."""
+    if not _targets_perf(config):
+        return None
+    return len(distribute.devices()) or None
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -182,11 +186,14 @@ def _configure(config: pytest.Config) -> None:
     config._perf = None
     if not _targets_perf(config):
         return  # installed, but this run does not reach the ladder: judge, print and write nothing
-    if _xdist_active(config) and _targets_perf(config):
-        raise pytest.UsageError(
-            "diffusers-perf: benchmarks cannot run under pytest-xdist (-n/--dist): parallel workers share "
-            "the device and make every timing wrong; run `pytest perf` without -n (the tests may use -n)"
-        )
+    role = distribute.role(config)
+    gpus: list[str] = []
+    if role == "controller":
+        gpus = distribute.devices()
+        problem = distribute.refusal(config, gpus, bool(config.getoption("perf_reference_python", None)))
+        if problem:
+            raise pytest.UsageError(f"diffusers-perf: {problem}")
+    shared = distribute.from_controller(config) if role == "worker" else None
     _register_added(config)
     for option, value in (("--perf-model", config.getoption("perf_model", None)),
                           ("--perf-reference-python", config.getoption("perf_reference_python", None)),
@@ -195,10 +202,18 @@ def _configure(config: pytest.Config) -> None:
             preflight.check_path(option, value)
     settings = options.settings_from(config)
     opt = config.option
+    if role == "worker":  # the controller saves, writes and reports what every worker timed
+        settings = dataclasses.replace(settings, report=None)
+        opt.benchmark_save = opt.benchmark_autosave = opt.benchmark_json = None
     root = preflight.storage_folder(opt.benchmark_storage, config.rootpath)
     opt.benchmark_storage = f"file://{root}"
     opt.benchmark_save_data = True  # the gate's rank test needs the raw rounds
-    hardware = baselines.hardware_info()
+    if shared is not None:
+        hardware = shared["hardware"]
+    else:
+        hardware = baselines.hardware_info()
+        if role == "controller":
+            hardware = distribute.hardware_of_run(hardware, distribute.worker_count(config, gpus))
     key = baselines.hardware_key(hardware)
     compare = opt.benchmark_compare
     saving = opt.benchmark_save or opt.benchmark_autosave
@@ -210,7 +225,8 @@ def _configure(config: pytest.Config) -> None:
     if opt.benchmark_json:  # a path, or (pytest-benchmark before 5.3) a file argparse already opened
         json_path = opt.benchmark_json if isinstance(opt.benchmark_json, (str, os.PathLike)) else opt.benchmark_json.name
         preflight.check_output("--benchmark-json", Path(json_path), root)
-    preflight.check_step_summary(root)
+    if role != "worker":
+        preflight.check_step_summary(root)
 
     context: list[str] = []
     plan = None
@@ -239,13 +255,23 @@ def _configure(config: pytest.Config) -> None:
                                 fixed_layout=not torch.cuda.is_available())
     config._perf = PerfSession(settings=settings, runner=Runner(settings, plan.stages if plan else None),
                                storage=root, key=key, policy=policy, plan=plan, context=context, ab=session_ab,
-                               hardware=hardware)
-    _load_compile_cache(config._perf)
+                               hardware=hardware, role=role)
+    if role == "controller":
+        perf = config._perf
+        config.pluginmanager.register(distribute.Controller(gpus, {"hardware": hardware, "key": key},
+                                                            lambda ids: _collected_by_workers(perf, ids)),
+                                      "diffusers-perf-distribute")
+        context.append(f"pytest-xdist: {distribute.worker_count(config, gpus)} workers, one GPU each "
+                       f"(of {', '.join(gpus)})")
+    else:
+        _load_compile_cache(config._perf)
 
 
 def _compile_cache_folder(perf: PerfSession) -> Path:
-    """This hardware's files in the compile cache (perf.compile_cache)."""
-    return compile_cache.folder(perf.settings.compile_cache, perf.key)
+    """This GPU model's files in the compile cache (perf.compile_cache): the single-GPU key's,
+    however many GPUs the host or the run has, since kernels depend on the model only."""
+    model = baselines.hardware_key(baselines.single_gpu(perf.hardware))
+    return compile_cache.folder(perf.settings.compile_cache, model)
 
 
 def _load_compile_cache(perf: PerfSession) -> None:
@@ -318,12 +344,61 @@ def pytest_runtest_logstart(nodeid: str, location) -> None:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """pytest's own account of each stage's test: what the last line is derived from."""
+    """pytest's own account of each stage's test: what the last line is derived from. Under
+    pytest-xdist the controller gets every worker's reports here, with each timed stage's entry."""
     perf: PerfSession | None = _perf_of_current()
     if perf is None or report.nodeid not in perf.nodes:
         return
     message = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext
     perf.records.setdefault(perf.nodes[report.nodeid], outcome.Record()).add(report.when, report.outcome, message)
+    if perf.role == "controller":
+        _merge(perf, report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    """In an xdist worker: the stage's stored entry and verdict ride on its test's report."""
+    made = yield
+    perf: PerfSession | None = getattr(item.config, "_perf", None)
+    if perf is None or perf.role != "worker" or call.when != "call" or item.nodeid not in perf.nodes:
+        return
+    stage = perf.nodes[item.nodeid][1]
+    entry = distribute.entry_of(item)
+    verdict = perf.verdicts.get(stage)
+    report = made.get_result()
+    if entry is not None:
+        report.user_properties.append((distribute.ENTRY, entry))
+    if verdict is not None:
+        report.user_properties.append((distribute.VERDICT, {
+            "stage": stage, "status": str(verdict.status), "detail": verdict.detail, "failing": verdict.failing,
+            "headline": verdict.headline, "baseline": verdict.baseline}))
+
+
+def _merge(perf: PerfSession, report: pytest.TestReport) -> None:
+    """A worker's stage into the controller's run: judged here by the same rule and baseline (so the
+    report has every comparison), and added to pytest-benchmark's session, which saves and draws it."""
+    stage = perf.nodes[report.nodeid][1]
+    judged = distribute.verdict_of(report)
+    for entry in distribute.entries(report):
+        perf.judge(stage, StageResult(stage=stage, outcome="passed", rounds=list(entry["stats"]["data"]),
+                                      extra=entry.get("extra_info") or {}))
+        bs = getattr(perf.session.config, "_benchmarksession", None) if perf.session else None
+        if bs is not None:
+            bs.benchmarks.append(distribute.metadata(entry))
+    if judged is not None and stage not in perf.verdicts:  # not timed: skipped, not compared, failed
+        perf.verdicts[stage] = gate.Verdict(stage, outcome.Status(judged["status"]), judged["detail"],
+                                            failing=judged["failing"], headline=judged["headline"],
+                                            baseline=judged["baseline"])
+    if stage not in perf.runner.results and judged is not None and judged["status"] in ("failed", "skipped"):
+        perf.runner.results[stage] = StageResult(stage, judged["status"], judged["detail"])
+
+
+def _collected_by_workers(perf: PerfSession, ids: list[str]) -> None:
+    """The controller collects nothing: it learns each stage's test from its workers' collections."""
+    for nodeid in ids:
+        stage = distribute.stage_of(nodeid, perf.settings.stages)
+        if stage is not None:
+            perf.nodes[nodeid] = (LADDER, stage)
 
 
 def pytest_keyboard_interrupt(excinfo) -> None:
@@ -365,6 +440,14 @@ def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[
     """Read the stored runs of this hardware once, before anything runs, and apply the rule to each stage."""
     folder = root / key
     runs, problems = storage.read_folder(folder)
+    alone = baselines.single_gpu(hardware)
+    if not runs and not problems and distribute.role(config) != "serial" and baselines.hardware_key(alone) != key:
+        # Nothing stored for this many GPUs yet: the same GPU alone is the nearest honest reference.
+        hardware, key = alone, baselines.hardware_key(alone)
+        folder = root / key
+        runs, problems = storage.read_folder(folder)
+        context.append(f"nothing stored yet for this many GPUs: each stage is compared with the single-GPU folder "
+                       f"{shown(folder)}, whose runs had no other worker beside them on the host")
     context.extend(problems)
     chosen = None
     selector = config.option.benchmark_compare
@@ -436,6 +519,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     bs = getattr(session.config, "_benchmarksession", None)
     if bs is None:
         return
+    bs.xdist_warning = False  # the suite runs under xdist only as perf.distribute arranges it
+    if perf.role == "worker":
+        distribute.enable_timing(bs)
     from pytest_benchmark.storage.file import FileStorage
 
     if isinstance(bs.storage, FileStorage):
@@ -514,6 +600,8 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     if perf is None or session.config.option.collectonly:
         return
     _save_compile_cache(perf)
+    if perf.role == "worker":
+        return  # the controller writes every output
     costs = [result.extra["cost_seconds"] for result in perf.runner.results.values() if "cost_seconds" in result.extra]
     if costs and perf.session_seconds is not None:
         perf.context.append(progress.summarize(perf.session_seconds, costs))
@@ -611,7 +699,7 @@ def _title(perf: PerfSession) -> str:
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     perf: PerfSession | None = getattr(config, "_perf", None)
-    if perf is None or config.option.collectonly:
+    if perf is None or config.option.collectonly or perf.role == "worker":
         return
     verdicts, ab_verdicts = perf.settled(LADDER), perf.settled(AB)
     if not verdicts and not ab_verdicts and not perf.problems:
@@ -644,7 +732,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if perf in _CURRENT:
         _CURRENT.remove(perf)
     terminal = config.pluginmanager.get_plugin("terminalreporter")
-    if perf.session is None or config.option.collectonly or not (
+    if perf.session is None or config.option.collectonly or perf.role == "worker" or not (
             perf.nodes or perf.deselected or perf.verdicts or perf.ab_verdicts):
         return
     run = outcome.Run(
@@ -669,7 +757,7 @@ def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict:
     """
     if getattr(config, "_perf", None) is None:
         return None  # not the suite's run: pytest-benchmark's own machine_info
-    info = baselines.hardware_info()
+    info = dict(config._perf.hardware)  # as the run started; under -n, as many GPUs as workers
     info.update(system=platform.system(), python_implementation=platform.python_implementation())
     return info
 

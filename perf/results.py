@@ -59,6 +59,9 @@ class StageExtra(TypedDict, total=False):
     achieved_tflops: float
     peak_tflops: float
     fraction_of_peak: float
+    # under pytest-xdist (perf.distribute): the worker that timed the stage, and the GPU it owned
+    xdist_worker: str
+    cuda_visible_devices: str
     # faults injected on purpose (-p perf.inject): such a run is never saved nor read as a baseline
     injected_seconds_per_unet_call: float
     injected_nan: bool

@@ -37,6 +37,7 @@ class Recipe:
     compile: dict | None = None  # kwargs of torch.compile for the UNet, or None
     compile_vae: dict | None = None  # kwargs of torch.compile for the VAE's decode (channels_last first), or None
     quantize: str | None = None  # torchao on the denoiser's linears: "int8" | "fp8" (dynamic activations)
+    host_timesteps: bool = False  # scheduler on host timesteps, denoiser on device copies: no sync per step
     requires: tuple[str, ...] = ()  # see perf.requirements.CHECKS
 
 
@@ -48,7 +49,7 @@ UNET = ("sd", "sdxl")
 #: What a family's root stage does not set itself, where that root is not the registry's root.
 FAMILY_BASE: dict[str, dict[str, Any]] = {
     "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
-                compile_vae=None, quantize=None),
+                compile_vae=None, quantize=None, host_timesteps=False),
 }
 
 
@@ -70,6 +71,7 @@ class Stage:
     compile: Any = INHERIT
     compile_vae: Any = INHERIT
     quantize: Any = INHERIT
+    host_timesteps: Any = INHERIT
     #: Needs of this stage alone (not inherited: a CUDA-only parent flag such as TF32 is a no-op on CPU).
     requires: tuple[str, ...] = ()
     #: Smallest median slowdown the gate treats as real for this stage, whatever the noise says.
@@ -81,7 +83,8 @@ STAGES: tuple[Stage, ...] = (
     # -- the guide's ladder: each row adds one thing to the row above -------------------------
     Stage("fp32", None, "the guide's original: float32, TF32 off, classic attention",
           dtype="float32", tf32=False, attention="classic", channels_last=False,
-          fuse_qkv=False, trace_unet=False, compile=None, compile_vae=None, quantize=None, families=UNET),
+          fuse_qkv=False, trace_unet=False, compile=None, compile_vae=None, quantize=None, host_timesteps=False,
+          families=UNET),
     Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",), families=UNET),
     Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16",
           families=UNET),
@@ -107,6 +110,8 @@ STAGES: tuple[Stage, ...] = (
           compile_vae={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"), min_effect=0.03),
     Stage("frontier", "compile_vae", "+ fuse_qkv_projections(): every step above that pays, in one stage",
           fuse_qkv=True, requires=("cuda", "compile"), min_effect=0.03),
+    Stage("sync_free", "frontier", "+ DDIM on host timesteps, the UNet on device copies: no device-to-host sync a step",
+          host_timesteps=True, requires=("cuda", "compile"), min_effect=0.03, families=("sd",)),
     # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------
     Stage("int8", "compile", "+ torchao dynamic int8 activations and int8 weights (diffusion-fast)",
           quantize="int8", requires=("compile", "torchao")),
@@ -153,7 +158,9 @@ FLOORS_MEASURED_ON = {"tiny": "cpu", "tiny-sdxl": "cpu", "tiny-flux": "cpu",
 #: Why a stage does not apply to a family, by the families it is limited to.
 _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transformer (DiT) denoiser",
             ("sd",): "the guide's torch.jit.trace passes the UNet only (sample, timestep, text); {family}'s UNet "
-                     "also takes added conditioning (text_embeds, time_ids)"}
+                     "also takes added conditioning (text_embeds, time_ids)",
+            "sync_free": "the per-step syncs it removes are DDIM's; {family}'s scheduler steps by a host-side index "
+                         "and has none"}
 
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 #: The stages declared here; others come from the ``pytest_perf_stages`` hook (:func:`register`).
@@ -200,7 +207,7 @@ def not_applicable(name: str, family: str) -> str | None:
     stage = BY_NAME[name]
     if family in stage.families:
         return None
-    why = _NOT_FOR.get(stage.families, "it applies to {families} pipelines only")
+    why = _NOT_FOR.get(stage.name) or _NOT_FOR.get(stage.families, "it applies to {families} pipelines only")
     return f"not for {family} pipelines: " + why.format(family=family, families=", ".join(stage.families))
 
 

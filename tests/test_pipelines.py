@@ -155,3 +155,26 @@ def test_a_lost_sdxl_vae_upcast_is_caught_by_the_guard(force_upcast):
     else:
         with pytest.raises(guards.GuardError, match=r"stage 'fp16': image 0 .*NaN"):
             guards.check_images(images, "fp16")
+
+
+def test_host_timesteps_keep_the_images_and_give_the_unet_device_copies():
+    """``sync_free``: the scheduler steps on host timesteps (no sync), the UNet gets a copy of each
+    on the device, made once per generation; the images are bit for bit the parent's."""
+    images = []
+    for host in (False, True):
+        pipe = optimizations.apply(pipelines.build("tiny", "cpu"), stages.Recipe(host_timesteps=host), torch.device("cpu"),
+                                   batch=1, size=32)
+        seen = []
+        pipe.unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(args[1]), with_kwargs=True)
+        generator = torch.Generator("cpu").manual_seed(0)
+        images.append(pipe(pipelines.PROMPT, num_inference_steps=3, height=32, width=32, generator=generator,
+                           output_type="np").images)
+        assert [int(t) for t in seen] == [int(t) for t in pipe.scheduler.timesteps]
+    assert np.array_equal(*images)
+    # The device the pipeline asks for reaches the UNet only: "meta" stands for a GPU here.
+    pipe.scheduler.set_timesteps(3, device="meta")
+    assert pipe.scheduler.timesteps.device.type == "cpu"
+    timestep = pipe.scheduler.timesteps[0]
+    hook = next(iter(pipe.unet._forward_pre_hooks.values()))  # the recipe's, registered first
+    args, _ = hook(pipe.unet, (torch.zeros(1), timestep), {})
+    assert args[1].device.type == "meta" and timestep.device.type == "cpu"

@@ -27,3 +27,18 @@ def pytest_perf_stages():
 @pytest.hookspec
 def pytest_perf_pipelines():
     """Return :class:`perf.pipelines.PipelineSpec` objects to add to the embedded pipelines."""
+
+
+@pytest.hookspec
+def pytest_perf_prepare(pipe, stage: str, runner):
+    """Change stage ``stage``'s pipeline after its recipe's precision, attention and layout, before
+    anything captures the denoiser (``torch.jit.trace``, ``torch.compile``), so that the change is
+    traced and compiled with it; also called for the quality reference. ``runner`` is the
+    :class:`perf.runner.Runner` (its ``settings``, the stage's baseline). The suite's own faults
+    (``-p perf.inject``) act through this hook."""
+
+
+@pytest.hookspec
+def pytest_perf_before_timing(stage: str, runner):
+    """Called as stage ``stage``'s timed rounds begin; ``runner.clock`` is its step clock
+    (:class:`perf.steps.StepClock`), whose ``on_step`` callbacks run at every step's end."""

@@ -77,6 +77,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "needs --benchmark-compare")
 
 
+def pytest_perf_prepare(pipe, stage: str, runner) -> None:
+    """The faults that change the pipeline, each sized from the stage's baseline where it says so,
+    through the hook any plugin's change to a stage uses (:mod:`perf.hooks`)."""
+    s = runner.settings
+    if s.inject_slowdown:
+        slow_down_unet(pipe, runner.injected_seconds_per_call(stage))
+    if s.inject_vae_slowdown:
+        slow_down_vae(pipe, s.inject_vae_slowdown * runner.baseline_vae_seconds(stage))
+    if s.inject_nan:
+        nan_in_vae(pipe)
+    if s.inject_sync:
+        sync_every_step(pipe)
+    if s.inject_host_work:
+        host_work_every_step(pipe, s.inject_host_work * runner.baseline_seconds_per_step(stage))
+    if s.inject_recompile and s.recipe(stage).compile is not None:
+        recompile_once(pipe)
+    if s.inject_host_delay:
+        delay_postprocessing(pipe, s.inject_host_delay)
+    if s.inject_quality:
+        scale_attention(pipe, s.inject_quality)
+
+
+def pytest_perf_before_timing(stage: str, runner) -> None:
+    """``--perf-inject-step-delay``: host time at every step's end, a fraction of the baseline's step."""
+    s = runner.settings
+    if s.inject_step_delay:
+        burn_every_step(runner.clock, s.inject_step_delay * runner.baseline_step_seconds(stage))
+
+
 def settings_fields(config: pytest.Config, selected: list[str], family: str) -> dict:
     """The faults this run injects, as ``Settings`` fields (:data:`perf.settings.FAULT_FIELDS`, each
     filled by the option of the same name); none where this plugin is not loaded, which leaves

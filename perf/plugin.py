@@ -253,9 +253,11 @@ def _configure(config: pytest.Config) -> None:
 
         session_ab = ab.Session(settings, worker.resolve(settings.reference_python),
                                 fixed_layout=not torch.cuda.is_available())
-    config._perf = PerfSession(settings=settings, runner=Runner(settings, plan.stages if plan else None),
-                               storage=root, key=key, policy=policy, plan=plan, context=context, ab=session_ab,
-                               hardware=hardware, role=role)
+    runner = Runner(settings, plan.stages if plan else None)
+    runner.prepare = lambda run, pipe, name: config.hook.pytest_perf_prepare(pipe=pipe, stage=name, runner=run)
+    runner.before_timing = lambda run, name: config.hook.pytest_perf_before_timing(stage=name, runner=run)
+    config._perf = PerfSession(settings=settings, runner=runner, storage=root, key=key, policy=policy, plan=plan,
+                               context=context, ab=session_ab, hardware=hardware, role=role)
     if role == "controller":
         perf = config._perf
         config.pluginmanager.register(distribute.Controller(gpus, {"hardware": hardware, "key": key},

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import gc
 import statistics
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from . import (baselines, counters, flops, guards, inject, optimizations, pipelines, progress, quality,
+from . import (baselines, counters, flops, guards, optimizations, pipelines, progress, quality,
                stages, timing)
 from . import steps as steps_module
 from .results import StageExtra, StageResult
@@ -48,6 +48,9 @@ class Runner:
         self._reference: Any = None  # the reference stage's images (perf.quality), once made
         self.reference_problem: str | None = None  # why there are none
         self.clock = steps_module.StepClock()  # the current stage's per-step timestamps (perf.steps)
+        #: What plugins do to a stage (perf.hooks): set by the pytest plugin; nothing elsewhere.
+        self.prepare: Callable[[Runner, Any, str], None] = lambda runner, pipe, name: None
+        self.before_timing: Callable[[Runner, str], None] = lambda runner, name: None
 
     # -- building ----------------------------------------------------------------------------
 
@@ -72,22 +75,7 @@ class Runner:
                 self.progress.phase("counting FLOPs (a 1- and a 2-step generation)", "flops")
                 self._flops = flops.count_generation_flops(lambda n: self.generate(pipe, n), s.steps)
                 self.progress.phase("applying the recipe", "build")
-            if s.inject_slowdown:
-                inject.slow_down_unet(pipe, self.injected_seconds_per_call(name))
-            if s.inject_vae_slowdown:
-                inject.slow_down_vae(pipe, s.inject_vae_slowdown * self._baseline_vae_seconds(name))
-            if s.inject_nan:
-                inject.nan_in_vae(pipe)
-            if s.inject_sync:
-                inject.sync_every_step(pipe)
-            if s.inject_host_work:
-                inject.host_work_every_step(pipe, s.inject_host_work * self._baseline_seconds_per_step(name))
-            if s.inject_recompile and recipe.compile is not None:
-                inject.recompile_once(pipe)
-            if s.inject_host_delay:
-                inject.delay_postprocessing(pipe, s.inject_host_delay)
-            if s.inject_quality:
-                inject.scale_attention(pipe, s.inject_quality)
+            self.prepare(self, pipe, name)  # pytest_perf_prepare: a plugin's changes (and -p perf.inject's faults)
 
         return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
                                    before_capture=before_capture)
@@ -107,7 +95,7 @@ class Runner:
                     or bench["stats"]["median"] / self.settings.steps)
         return self.settings.inject_slowdown * per_step
 
-    def _baseline_vae_seconds(self, name: str) -> float:
+    def baseline_vae_seconds(self, name: str) -> float:
         """The baseline's median VAE GPU time per generation (``--perf-inject-vae-slowdown`` is a
         fraction of it); its time after the last step where it did not split GPU time."""
         stage_plan = self.plans.get(name)
@@ -117,16 +105,16 @@ class Runner:
         vae = (extra.get("gpu_components") or {}).get("vae") or (extra.get("step_timing") or {}).get("after")
         return statistics.median(vae) if vae else 0.0
 
-    def _baseline_step_seconds(self, name: str) -> float:
+    def baseline_step_seconds(self, name: str) -> float:
         """The baseline's median of each round's fastest step (``--perf-inject-step-delay`` is a fraction
         of it); its wall time per step where it has no step timing."""
         stage_plan = self.plans.get(name)
         if stage_plan is None or stage_plan.entry is None:
             return 0.0
         fastest = ((stage_plan.entry.get("extra_info") or {}).get("step_timing") or {}).get("step_fastest")
-        return statistics.median(fastest) if fastest else self._baseline_seconds_per_step(name)
+        return statistics.median(fastest) if fastest else self.baseline_seconds_per_step(name)
 
-    def _baseline_seconds_per_step(self, name: str) -> float:
+    def baseline_seconds_per_step(self, name: str) -> float:
         stage_plan = self.plans.get(name)
         if stage_plan is None or stage_plan.entry is None:
             return 0.0
@@ -153,6 +141,7 @@ class Runner:
             return
         self.progress.phase(f"making the reference images ({root}, untimed)", "reference")
         clean = Runner(s.without_faults())
+        clean.prepare = self.prepare  # a plugin's changes, yes; its faults, no (they read clean's fault-free settings)
         pipe = images = None
         try:
             with optimizations.tf32(s.recipe(root).tf32):
@@ -200,8 +189,7 @@ class Runner:
         recipe = s.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
         self.clock = steps_module.StepClock()
-        if s.inject_step_delay:
-            inject.burn_every_step(self.clock, s.inject_step_delay * self._baseline_step_seconds(name))
+        self.before_timing(self, name)  # pytest_perf_before_timing (-p perf.inject's step delay)
         measured = timing.measure(benchmark, lambda: self.generate(pipe, s.steps), self.device, s.budget,
                                   compiled=recipe.compile is not None, phase=self.progress.phase,
                                   timed=self.clock.timed, pipe=pipe)

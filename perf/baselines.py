@@ -41,7 +41,7 @@ COMPARED_SETTINGS = ("pipeline", "steps", "size", "batch", "threads")
 #: Recipe fields (:class:`perf.stages.Recipe`) that make a stage what it is; saved in ``extra_info.recipe``.
 #: Files written before the recipe was saved hold ``dtype``, ``tf32`` and ``attention`` only; those are compared.
 RECIPE_FIELDS = ("dtype", "tf32", "attention", "channels_last", "fuse_qkv", "trace_unet", "compile", "compile_vae",
-                 "quantize", "host_timesteps", "compile_text")
+                 "quantize", "host_timesteps")
 
 #: Software whose change starts a new history segment (a step change, not noise).
 SOFTWARE_FIELDS = ("python", "torch", "cuda", "cudnn", "diffusers", "transformers", "gpu_driver")
@@ -275,8 +275,9 @@ def plan(runs: list[StoredRun], folder: Path, hardware: dict, identities: dict[s
                 stage_plan.reason = ""
                 break
         if stage_plan.baseline is None and not stage_plan.reason:
-            stage_plan.reason = (f"no stored run for this hardware in {folder} holds it" if runs
-                                 else f"no baseline for this hardware in {folder}")
+            where = storage.shown(folder)
+            stage_plan.reason = (f"no stored run for this hardware in {where} holds it" if runs
+                                 else f"no baseline for this hardware in {where}")
         stage_plans[stage] = stage_plan
     return Plan(folder=folder, runs=runs, stages=stage_plans)
 
@@ -332,7 +333,7 @@ def select(folder: Path, selector: str, storage_root: Path) -> tuple[StoredRun |
     matching = [p for p in files if p.name.startswith(selector) or storage.RUN_FILE.match(p.name)["name"] == selector]
     if not matching:
         stored = ", ".join(p.name for p in files[-5:]) or "none"
-        return None, f"no stored run in {folder} matches {selector!r} (newest stored: {stored})"
+        return None, f"no stored run in {storage.shown(folder)} matches {selector!r} (newest stored: {stored})"
     try:
         return storage.read(matching[-1]), None
     except storage.StoredRunError as exc:

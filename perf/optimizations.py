@@ -58,10 +58,6 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
         pipe.unet = trace_unet(pipe, batch=batch, size=size)
     if recipe.compile is not None:
         setattr(pipe, denoiser, torch.compile(getattr(pipe, denoiser), **recipe.compile))
-    if recipe.compile_text is not None:  # no CUDA graphs: the prompt's and the negative prompt's outputs
-        for name in ("text_encoder", "text_encoder_2"):  # would share one graph's output buffers
-            if getattr(pipe, name, None) is not None:
-                setattr(pipe, name, torch.compile(getattr(pipe, name), **recipe.compile_text))
     if recipe.host_timesteps:
         host_timesteps(pipe, device)
     if recipe.compile_vae is not None:  # diffusion-fast's order: layout first, then the decoder alone

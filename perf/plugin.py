@@ -103,10 +103,7 @@ def _verdict(stage: str, status: outcome.Status, detail: str, failing: bool) -> 
 def shown(path: Path) -> str:
     """A path as the output shows it: relative to where pytest runs, as pytest shows test paths,
     so that a report read on another machine does not name this one's folders."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+    return storage.shown(path)
 
 
 def _targets_perf(config: pytest.Config) -> bool:

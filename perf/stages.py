@@ -38,7 +38,6 @@ class Recipe:
     compile_vae: dict | None = None  # kwargs of torch.compile for the VAE's decode (channels_last first), or None
     quantize: str | None = None  # torchao on the denoiser's linears: "int8" | "fp8" (dynamic activations)
     host_timesteps: bool = False  # scheduler on host timesteps, denoiser on device copies: no sync per step
-    compile_text: dict | None = None  # kwargs of torch.compile for the text encoder(s), or None
     requires: tuple[str, ...] = ()  # see perf.requirements.CHECKS
 
 
@@ -50,7 +49,7 @@ UNET = ("sd", "sdxl")
 #: What a family's root stage does not set itself, where that root is not the registry's root.
 FAMILY_BASE: dict[str, dict[str, Any]] = {
     "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
-                compile_vae=None, quantize=None, host_timesteps=False, compile_text=None),
+                compile_vae=None, quantize=None, host_timesteps=False),
 }
 
 
@@ -73,7 +72,6 @@ class Stage:
     compile_vae: Any = INHERIT
     quantize: Any = INHERIT
     host_timesteps: Any = INHERIT
-    compile_text: Any = INHERIT
     #: Needs of this stage alone (not inherited: a CUDA-only parent flag such as TF32 is a no-op on CPU).
     requires: tuple[str, ...] = ()
     #: Smallest median slowdown the gate treats as real for this stage, whatever the noise says.
@@ -86,7 +84,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("fp32", None, "the guide's original: float32, TF32 off, classic attention",
           dtype="float32", tf32=False, attention="classic", channels_last=False,
           fuse_qkv=False, trace_unet=False, compile=None, compile_vae=None, quantize=None, host_timesteps=False,
-          compile_text=None, families=UNET),
+          families=UNET),
     Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",), families=UNET),
     Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16",
           families=UNET),
@@ -114,8 +112,6 @@ STAGES: tuple[Stage, ...] = (
           fuse_qkv=True, requires=("cuda", "compile"), min_effect=0.03),
     Stage("sync_free", "frontier", "+ DDIM on host timesteps, the UNet on device copies: no device-to-host sync a step",
           host_timesteps=True, requires=("cuda", "compile"), min_effect=0.03, families=("sd",)),
-    Stage("compile_text", "sync_free", "+ text encoder compiled: the prompt's host time before the first step",
-          compile_text={"fullgraph": True}, requires=("cuda", "compile"), min_effect=0.03, families=("sd",)),
     # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------
     Stage("int8", "compile", "+ torchao dynamic int8 activations and int8 weights (diffusion-fast)",
           quantize="int8", requires=("compile", "torchao")),
@@ -164,8 +160,7 @@ _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transforme
             ("sd",): "the guide's torch.jit.trace passes the UNet only (sample, timestep, text); {family}'s UNet "
                      "also takes added conditioning (text_embeds, time_ids)",
             "sync_free": "the per-step syncs it removes are DDIM's; {family}'s scheduler steps by a host-side index "
-                         "and has none",
-            "compile_text": "it builds on sync_free, which is sd's"}
+                         "and has none"}
 
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 #: The stages declared here; others come from the ``pytest_perf_stages`` hook (:func:`register`).

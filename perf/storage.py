@@ -288,6 +288,16 @@ def check_writable_folder(folder: Path, what: str) -> str | None:
     return None
 
 
+def shown(path) -> str:
+    """A path as the output and the stored verdicts show it: relative to where pytest runs, as
+    pytest shows test paths, so that a report or a stored run read on another machine does not
+    name this one's folders."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
+
+
 def short_path(path) -> str:
     """A path short enough for one line: a 300-character path is shown by its ends."""
     text = str(path)

@@ -179,11 +179,3 @@ def test_host_timesteps_keep_the_images_and_give_the_unet_device_copies():
     args, _ = hook(pipe.unet, (torch.zeros(1), timestep), {})
     assert args[1].device.type == "meta" and timestep.device.type == "cpu"
 
-
-def test_compile_text_compiles_every_text_encoder_and_nothing_else():
-    for name in ("tiny", "tiny-sdxl"):
-        pipe = optimizations.apply(pipelines.build(name, "cpu"), stages.Recipe(compile_text={"fullgraph": True}),
-                                   torch.device("cpu"), batch=1, size=32)
-        encoders = [getattr(pipe, n) for n in ("text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
-        assert encoders and all(isinstance(e, torch._dynamo.eval_frame.OptimizedModule) for e in encoders)
-        assert not isinstance(pipe.unet, torch._dynamo.eval_frame.OptimizedModule)

@@ -260,8 +260,9 @@ def _configure(config: pytest.Config) -> None:
         config.pluginmanager.register(distribute.Controller(gpus, {"hardware": hardware, "key": key},
                                                             lambda ids: _collected_by_workers(perf, ids)),
                                       "diffusers-perf-distribute")
-        context.append(f"pytest-xdist: {distribute.worker_count(config, gpus)} workers, one GPU each "
-                       f"(of {', '.join(gpus)})")
+        workers = distribute.worker_count(config, gpus)
+        context.append(f"pytest-xdist: {workers} worker{'s' * (workers > 1)}, one GPU each, of GPU{'s' * (len(gpus) > 1)} "
+                       f"{', '.join(gpus)}")
     else:
         _load_compile_cache(config._perf)
 

@@ -173,6 +173,31 @@ def metadata(entry: dict):
     return meta
 
 
+def host_parts(results: dict, plans: dict) -> str | None:
+    """Each compared stage's host part (median round minus median GPU busy time) against its
+    baseline's: where workers share a host's cores and PCIe, this is the part that contention
+    moves, while GPU time should not. None where no stage has GPU time on both sides."""
+    import statistics
+
+    moved = []
+    for name, result in results.items():
+        plan = plans.get(name)
+        entry = plan.entry if plan is not None else None
+        gpu = (result.extra or {}).get("gpu_median")
+        if entry is None or not result.rounds or not gpu:
+            continue
+        base_gpu = (entry.get("extra_info") or {}).get("gpu_median")
+        if not base_gpu:
+            continue
+        now, before = statistics.median(result.rounds) - gpu, entry["stats"]["median"] - base_gpu
+        if before > 0:
+            moved.append(f"{name} {before * 1e3:.1f} -> {now * 1e3:.1f} ms ({now / before - 1:+.0%})")
+    if not moved:
+        return None
+    return ("host part (median round - GPU time) against the baseline, what contention between workers "
+            "moves: " + ", ".join(moved))
+
+
 def stage_of(nodeid: str, names: list[str]) -> str | None:
     """``perf/test_ladder.py::test_generate[sdpa]`` -> ``sdpa``: the controller collects nothing
     itself, so it knows each stage's test by the id its workers collected."""

@@ -602,6 +602,10 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     _save_compile_cache(perf)
     if perf.role == "worker":
         return  # the controller writes every output
+    if perf.role == "controller" and perf.plan is not None:
+        line = distribute.host_parts(perf.runner.results, perf.plan.stages)
+        if line:
+            perf.context.append(line)
     costs = [result.extra["cost_seconds"] for result in perf.runner.results.values() if "cost_seconds" in result.extra]
     if costs and perf.session_seconds is not None:
         perf.context.append(progress.summarize(perf.session_seconds, costs))

@@ -151,3 +151,15 @@ def test_workers_time_and_the_controller_stores_reports_and_decides(suite):
     owned = {(b["extra_info"]["xdist_worker"], b["extra_info"]["cuda_visible_devices"]) for b in stored["benchmarks"]}
     assert len(stored["benchmarks"]) == 2 and {gpu for _, gpu in owned} <= {"3", "5"}
     assert len({worker for worker, _ in owned}) == len(owned)  # a worker never changed GPU
+
+
+def test_the_host_part_that_contention_moves_is_reported_against_the_baseline():
+    from perf.baselines import StagePlan
+    from perf.results import StageResult
+
+    entry = {"stats": {"median": 0.50}, "extra_info": {"gpu_median": 0.30}}
+    results = {"sdpa": StageResult("sdpa", "passed", rounds=[0.52, 0.56, 0.54], extra={"gpu_median": 0.30}),
+               "fp32": StageResult("fp32", "passed", rounds=[1.0], extra={})}  # CPU: no GPU time, no host part
+    line = distribute.host_parts(results, {"sdpa": StagePlan("sdpa", entry=entry), "fp32": StagePlan("fp32")})
+    assert line.endswith("sdpa 200.0 -> 240.0 ms (+20%)")
+    assert distribute.host_parts({"fp32": results["fp32"]}, {"fp32": StagePlan("fp32", entry=entry)}) is None

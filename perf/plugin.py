@@ -395,10 +395,12 @@ def _merge(perf: PerfSession, report: pytest.TestReport) -> None:
 
 def _collected_by_workers(perf: PerfSession, ids: list[str]) -> None:
     """The controller collects nothing: it learns each stage's test from its workers' collections."""
-    for nodeid in ids:
-        stage = distribute.stage_of(nodeid, perf.settings.stages)
+    stages_found = [(nodeid, distribute.stage_of(nodeid, perf.settings.stages)) for nodeid in ids]
+    for nodeid, stage in stages_found:
         if stage is not None:
             perf.nodes[nodeid] = (LADDER, stage)
+    if not any(stage for _, stage in stages_found):
+        perf.deselected = True  # every worker collects the same tests: -k/-m left no stage to any of them
 
 
 def pytest_keyboard_interrupt(excinfo) -> None:

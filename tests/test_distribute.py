@@ -163,3 +163,11 @@ def test_the_host_part_that_contention_moves_is_reported_against_the_baseline():
     line = distribute.host_parts(results, {"sdpa": StagePlan("sdpa", entry=entry), "fp32": StagePlan("fp32")})
     assert line.endswith("sdpa 200.0 -> 240.0 ms (+20%)")
     assert distribute.host_parts({"fp32": results["fp32"]}, {"fp32": StagePlan("fp32", entry=entry)}) is None
+
+
+@pytest.mark.slow
+def test_deselecting_every_stage_under_n_still_says_nothing_was_compared(suite):
+    result = suite.run(STAGES, "-n", "2", "--benchmark-compare", "-k", "no_such_stage",
+                       plugins={"two_gpus": FAKE_GPUS.format(count=2)})
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    assert suite.last_line(result) == "diffusers-perf: FAIL, nothing was compared"

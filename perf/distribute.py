@@ -121,9 +121,13 @@ class Controller:
 def from_controller(config: pytest.Config) -> dict | None:
     """In a worker: what the controller said (hardware, key, GPU); None anywhere else."""
     shared = getattr(config, "workerinput", {}).get(WORKER_INPUT)
-    if shared and shared.get("gpu") is not None and os.environ.get("CUDA_VISIBLE_DEVICES") != shared["gpu"]:
-        raise pytest.UsageError(f"diffusers-perf: this xdist worker was given GPU {shared['gpu']} after CUDA "
-                                "had started; start workers with -n only")
+    if shared is None:
+        return None
+    if shared.get("gpu") is None or os.environ.get("CUDA_VISIBLE_DEVICES") != shared["gpu"]:
+        # Never time on a GPU another worker may share: without its own, a worker refuses.
+        raise pytest.UsageError(f"diffusers-perf: this xdist worker was not given a GPU of its own before it "
+                                f"started (GPU {shared.get('gpu')}, CUDA_VISIBLE_DEVICES "
+                                f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); start workers with -n only")
     return shared
 
 

@@ -41,7 +41,7 @@ ENTRY, VERDICT = "diffusers_perf_entry", "diffusers_perf_verdict"
 
 
 def role(config: pytest.Config) -> str:
-    """"serial", "controller" (xdist's main process: it times nothing) or "worker"."""
+    """Which process this is: "serial", "controller" (xdist's main process, which times nothing) or "worker"."""
     if hasattr(config, "workerinput"):
         return "worker"
     if config.getoption("dist", "no") not in (None, "no") or config.getoption("numprocesses", None):

@@ -39,6 +39,12 @@ def pytest_perf_prepare(pipe, stage: str, runner):
 
 
 @pytest.hookspec
+def pytest_perf_stage_extra(stage: str, runner) -> dict:
+    """Return keys to store in stage ``stage``'s ``extra_info``: what a plugin changed, so that the
+    stored run says so (the faults of ``-p perf.inject`` are stored as ``injected_*``)."""
+
+
+@pytest.hookspec
 def pytest_perf_before_timing(stage: str, runner):
     """Called as stage ``stage``'s timed rounds begin; ``runner.clock`` is its step clock
     (:class:`perf.steps.StepClock`), whose ``on_step`` callbacks run at every step's end."""

@@ -82,7 +82,7 @@ def pytest_perf_prepare(pipe, stage: str, runner) -> None:
     through the hook any plugin's change to a stage uses (:mod:`perf.hooks`)."""
     s = runner.settings
     if s.inject_slowdown:
-        slow_down_unet(pipe, runner.injected_seconds_per_call(stage))
+        slow_down_unet(pipe, seconds_per_unet_call(runner, stage))
     if s.inject_vae_slowdown:
         slow_down_vae(pipe, s.inject_vae_slowdown * runner.baseline_vae_seconds(stage))
     if s.inject_nan:
@@ -97,6 +97,34 @@ def pytest_perf_prepare(pipe, stage: str, runner) -> None:
         delay_postprocessing(pipe, s.inject_host_delay)
     if s.inject_quality:
         scale_attention(pipe, s.inject_quality)
+
+
+def pytest_perf_stage_extra(stage: str, runner) -> dict:
+    """Every fault injected, stored with the stage (such a run is never saved as a baseline)."""
+    s, extra = runner.settings, {}
+    if s.inject_slowdown:
+        extra["injected_seconds_per_unet_call"] = seconds_per_unet_call(runner, stage)
+    for fault in ("inject_nan", "inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay",
+                  "inject_quality", "inject_step_delay", "inject_vae_slowdown"):
+        if getattr(s, fault):
+            extra[f"injected_{fault[len('inject_'):]}"] = getattr(s, fault)
+    return extra
+
+
+def seconds_per_unet_call(runner, stage: str) -> float:
+    """``--perf-inject-slowdown`` as seconds of spin per UNet call.
+
+    Sized from the baseline's GPU busy time per step, so 0.05 adds 5 % more GPU work to the
+    stage; baselines without GPU time (CPU, older files) fall back to wall time per step.
+    """
+    stage_plan = runner.plans.get(stage)
+    bench = stage_plan.entry if stage_plan is not None else None
+    if bench is None:
+        return 0.0
+    extra = bench.get("extra_info") or {}
+    per_step = (extra.get("gpu_seconds_per_step") or extra.get("seconds_per_step")
+                or bench["stats"]["median"] / runner.settings.steps)
+    return runner.settings.inject_slowdown * per_step
 
 
 def pytest_perf_before_timing(stage: str, runner) -> None:

@@ -253,6 +253,7 @@ def _configure(config: pytest.Config) -> None:
     runner = Runner(settings, plan.stages if plan else None)
     runner.prepare = lambda run, pipe, name: config.hook.pytest_perf_prepare(pipe=pipe, stage=name, runner=run)
     runner.before_timing = lambda run, name: config.hook.pytest_perf_before_timing(stage=name, runner=run)
+    runner.describe = lambda run, name: config.hook.pytest_perf_stage_extra(stage=name, runner=run)
     config._perf = PerfSession(settings=settings, runner=runner, storage=root, key=key, policy=policy, plan=plan,
                                context=context, ab=session_ab, hardware=hardware, role=role)
     if role == "controller":

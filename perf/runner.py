@@ -51,6 +51,7 @@ class Runner:
         #: What plugins do to a stage (perf.hooks): set by the pytest plugin; nothing elsewhere.
         self.prepare: Callable[[Runner, Any, str], None] = lambda runner, pipe, name: None
         self.before_timing: Callable[[Runner, str], None] = lambda runner, name: None
+        self.describe: Callable[[Runner, str], list[dict]] = lambda runner, name: []
 
     # -- building ----------------------------------------------------------------------------
 
@@ -79,21 +80,6 @@ class Runner:
 
         return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
                                    before_capture=before_capture)
-
-    def injected_seconds_per_call(self, name: str) -> float:
-        """``--perf-inject-slowdown`` as seconds of spin per UNet call.
-
-        Sized from the baseline's GPU busy time per step, so 0.05 adds 5 % more GPU work to the
-        stage; baselines without GPU time (CPU, older files) fall back to wall time per step.
-        """
-        stage_plan = self.plans.get(name)
-        bench = stage_plan.entry if stage_plan is not None else None
-        if bench is None:
-            return 0.0
-        extra = bench.get("extra_info") or {}
-        per_step = (extra.get("gpu_seconds_per_step") or extra.get("seconds_per_step")
-                    or bench["stats"]["median"] / self.settings.steps)
-        return self.settings.inject_slowdown * per_step
 
     def baseline_vae_seconds(self, name: str) -> float:
         """The baseline's median VAE GPU time per generation (``--perf-inject-vae-slowdown`` is a
@@ -265,14 +251,8 @@ class Runner:
             extra.update(flops=self._flops, achieved_tflops=self._flops / median / 1e12, peak_tflops=peak / 1e12)
             if self._flops / median <= peak:  # float16 on CPU: the "peak" matmul is a slow fallback, no peak
                 extra["fraction_of_peak"] = self._flops / median / peak
-        if s.inject_slowdown:
-            extra["injected_seconds_per_unet_call"] = self.injected_seconds_per_call(name)
-        if s.inject_nan:
-            extra["injected_nan"] = True
-        for fault in ("inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay", "inject_quality",
-                      "inject_step_delay", "inject_vae_slowdown"):
-            if getattr(s, fault):
-                extra[f"injected_{fault[len('inject_'):]}"] = getattr(s, fault)
+        for part in self.describe(self, name):  # pytest_perf_stage_extra: what plugins changed (faults too)
+            extra.update(part)
         return extra
 
     # -- teardown -----------------------------------------------------------------------------

@@ -92,8 +92,8 @@ def _plans(extra, median=1.0):
 ])
 def test_injection_is_sized_from_the_baselines_gpu_time(extra, seconds):
     settings = dataclasses.replace(_settings(), inject_slowdown=0.05)
-    assert runner.Runner(settings, _plans(extra)).injected_seconds_per_call("cudagraphs") == pytest.approx(seconds)
-    assert runner.Runner(settings, None).injected_seconds_per_call("cudagraphs") == 0.0
+    assert inject.seconds_per_unet_call(runner.Runner(settings, _plans(extra)), "cudagraphs") == pytest.approx(seconds)
+    assert inject.seconds_per_unet_call(runner.Runner(settings, None), "cudagraphs") == 0.0
 
 
 def _settings():

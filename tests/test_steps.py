@@ -133,9 +133,13 @@ def test_a_fault_only_timing_can_see_fails_the_step_gate_stored_and_in_a_b(suite
     [saved] = suite.saved()
     timing = json.loads(saved.read_text())["benchmarks"][0]["extra_info"]["step_timing"]
     assert sorted(timing) == sorted(steps.FIELDS) and len(timing["first"]) >= 6
-    slow = suite.run(*fast, "--benchmark-compare", "--perf-inject-step-delay=2.0")
+    slow = suite.run(*fast, "--benchmark-compare", "--perf-inject-step-delay=2.0", "--benchmark-json=slow.json")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED, slow.stdout.str()
     slow.stdout.fnmatch_lines(["REGRESSION fp32: *denoising step +*> threshold *(fastest step of each round*"])
+    # The fault is stored with the stage (pytest_perf_stage_extra), and the run says it was injected.
+    stored = json.loads((suite.pytester.path / "slow.json").read_text())
+    assert stored["benchmarks"][0]["extra_info"]["injected_step_delay"] == 2.0
+    assert stored["diffusers_perf"]["injected"] == {"inject_step_delay": 2.0}
     assert "Where the time goes" in (suite.pytester.path / "perf-report.md").read_text()
     ab = suite.run(*fast, "-k", "test_ab", f"--perf-reference-python={sys.executable}",
                    "--perf-max-rounds=12", "--perf-report=none", "--perf-inject-step-delay=2.0")

@@ -100,10 +100,8 @@ def _verdict(stage: str, status: outcome.Status, detail: str, failing: bool) -> 
     return gate.Verdict(stage, status, detail, failing=failing, headline=f"{stage} {status}" if failing else "")
 
 
-def shown(path: Path) -> str:
-    """A path as the output shows it: relative to where pytest runs, as pytest shows test paths,
-    so that a report read on another machine does not name this one's folders."""
-    return storage.shown(path)
+#: A path as the output shows it (relative to where pytest runs): the one the stored verdicts use.
+shown = storage.shown
 
 
 def _targets_perf(config: pytest.Config) -> bool:
@@ -185,11 +183,13 @@ def _configure(config: pytest.Config) -> None:
         return  # installed, but this run does not reach the ladder: judge, print and write nothing
     role = distribute.role(config)
     gpus: list[str] = []
+    workers = 0
     if role == "controller":
         gpus = distribute.devices()
         problem = distribute.refusal(config, gpus, bool(config.getoption("perf_reference_python", None)))
         if problem:
             raise pytest.UsageError(f"diffusers-perf: {problem}")
+        workers = distribute.worker_count(config, gpus)
     shared = distribute.from_controller(config) if role == "worker" else None
     _register_added(config)
     for option, value in (("--perf-model", config.getoption("perf_model", None)),
@@ -210,7 +210,7 @@ def _configure(config: pytest.Config) -> None:
     else:
         hardware = baselines.hardware_info()
         if role == "controller":
-            hardware = distribute.hardware_of_run(hardware, distribute.worker_count(config, gpus))
+            hardware = distribute.hardware_of_run(hardware, workers)
     key = baselines.hardware_key(hardware)
     compare = opt.benchmark_compare
     saving = opt.benchmark_save or opt.benchmark_autosave
@@ -261,9 +261,8 @@ def _configure(config: pytest.Config) -> None:
         config.pluginmanager.register(distribute.Controller(gpus, {"hardware": hardware, "key": key},
                                                             lambda ids: _collected_by_workers(perf, ids)),
                                       "diffusers-perf-distribute")
-        workers = distribute.worker_count(config, gpus)
-        context.append(f"pytest-xdist: {workers} worker{'s' * (workers > 1)}, one GPU each, of GPU{'s' * (len(gpus) > 1)} "
-                       f"{', '.join(gpus)}")
+        context.append(f"pytest-xdist: {workers} worker{'s' * (workers > 1)}, one GPU each, "
+                       f"of GPU{'s' * (len(gpus) > 1)} {', '.join(gpus)}")
     else:
         _load_compile_cache(config._perf)
 

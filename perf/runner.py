@@ -127,7 +127,8 @@ class Runner:
             return
         self.progress.phase(f"making the reference images ({root}, untimed)", "reference")
         clean = Runner(s.without_faults())
-        clean.prepare = self.prepare  # a plugin's changes, yes; its faults, no (they read clean's fault-free settings)
+        # A plugin's changes, yes; its faults, no: they read clean's fault-free settings.
+        clean.prepare = self.prepare
         pipe = images = None
         try:
             with optimizations.tf32(s.recipe(root).tf32):

@@ -60,7 +60,7 @@ def perf_stage(request: pytest.FixtureRequest):
     built = message = None
     run.prepare_reference(name)  # never raises: without a reference, stages run without quality verdicts
     run.progress.phase("building", "build")
-    with optimizations.tf32(perf.settings.recipe(name).tf32):
+    with optimizations.process_flags(perf.settings.recipe(name)):
         try:
             built = BuiltStage(name, run.build(name), run, perf.judge)
         except Exception as exc:

@@ -108,9 +108,13 @@ STEP_MIN_EFFECT = {
     # -21.1 % (fused_qkv), "first" up to +80.2 % and "after" up to +25.6 %, GPU time within 0.2 %.
     # A 10 % floor false-alarmed on 4 of 13 unchanged stage-runs; only A/B's pairs see 10 % there.
     ("cuda", "eager"): {"step_fastest": 0.60, "first": 1.00, "after": 0.30},
-    # CUDA-graph stages, H200: steps moved +7.9 % (cudagraphs, Dec 1), -11.1 % (compile_vae) and
-    # -15.9 % (frontier, Dec 2), "first" +36.9 % and "after" -17.5 %.
-    ("cuda", "graphs"): {"step_fastest": 0.20, "first": 0.50, "after": 0.30},
+    # CUDA-graph stages, H200: on the median of rounds steps moved +7.9 % (cudagraphs, Dec 1), -11.1 %
+    # (compile_vae) and -15.9 % (frontier, Dec 2); on the fastest half of rounds (STEP_STATISTIC),
+    # replayed on every stored unchanged pair (reports/h200/host-drift/replay.txt), cudagraphs moved
+    # +0.7, -2.4, -3.2 and -4.5 %, compile_vae -10.3 % and frontier -15.4 %: never more than +0.7 %
+    # slower. 6 % leaves 5 points above that and fails a host fault worth 10 % of a step (floor 20 %
+    # until Dec 3, set on the median). "first" moved +36.9 % and "after" -17.5 %.
+    ("cuda", "graphs"): {"step_fastest": 0.06, "first": 0.50, "after": 0.30},
     # The 2-core CPU machine (reports/cpu/steps/): unchanged reruns of tiny moved fp32's fastest step
     # by up to +43 % and "first" by +55 %, quiet or beside a busy process. "first" and "after" are
     # short parts of a CPU round (tens of ms at the tests' 64 px, 2 steps): they fail only when doubled.

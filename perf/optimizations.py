@@ -20,6 +20,17 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 @contextlib.contextmanager
+def process_flags(recipe: Recipe) -> Iterator[None]:
+    """What a recipe sets for the whole process (TF32, the order SDPA tries its kernels in), set
+    for one stage (its build, its compiles and every call) and restored after."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(tf32(recipe.tf32))
+        if recipe.attention == "cudnn":
+            stack.enter_context(cudnn_attention_first())
+        yield
+
+
+@contextlib.contextmanager
 def tf32(enabled: bool) -> Iterator[None]:
     """TF32 is process-global; set it for one stage and restore it after."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -29,6 +40,20 @@ def tf32(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def cudnn_attention_first():
+    """SDPA tries cuDNN's fused attention before FlashAttention-2, memory-efficient and math
+    attention (PyTorch's own order puts cuDNN last). A call cuDNN cannot take (a VAE attention
+    of 512 channels a head) falls through to the next kernel, as it would by default.
+
+    Why a process-wide order and not a processor of its own: ``torch.compile`` chooses the kernel
+    when it traces, from this order, so the same flag serves eager and compiled stages. Diffusers'
+    dispatcher (``set_attention_backend("_native_cudnn")``) does the same for DiT models only."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH], set_priority=True)
 
 
 def denoiser_name(pipe) -> str | None:
@@ -158,7 +183,7 @@ def _set_attention(pipe, attention: str) -> None:
         return
     if denoiser_name(pipe) == "transformer":
         return  # a DiT's own processors (FluxAttnProcessor) already run F.scaled_dot_product_attention
-    processor = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0}[attention]
+    processor = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0, "cudnn": AttnProcessor2_0}[attention]
     for name in ("unet", "vae"):
         module = getattr(pipe, name, None)
         if module is not None and hasattr(module, "set_attn_processor"):

@@ -83,8 +83,28 @@ def _fp8() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _cudnn_attention() -> str | None:
+    no_cuda = _cuda()
+    if no_cuda:
+        return no_cuda
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # One small attention with cuDNN's kernel as the only choice: what the stage's UNet attention needs.
+    try:
+        q = torch.randn((2, 8, 64, 40), device="cuda", dtype=torch.float16)
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        torch.cuda.synchronize()
+    except Exception as exc:
+        return (f"cuDNN attention does not run in torch {torch.__version__} (cuDNN "
+                f"{torch.backends.cudnn.version()}) on {torch.cuda.get_device_name()}: {_first_line(exc)}")
+    return None
+
+
 CHECKS = {
     "cuda": _cuda,
+    "cudnn_attention": _cudnn_attention,
     "torchao": _torchao,
     "fp8": _fp8,
     "xformers": _xformers,

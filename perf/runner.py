@@ -59,7 +59,7 @@ class Runner:
         return self.settings.skip_reason(name)
 
     def build(self, name: str):
-        """The stage's pipeline, ready to time. Call inside ``optimizations.tf32(recipe.tf32)``."""
+        """The stage's pipeline, ready to time. Call inside ``optimizations.process_flags(recipe)``."""
         s = self.settings
         recipe = s.recipe(name)
         self.dynamo_before = counters.dynamo_state()
@@ -131,7 +131,7 @@ class Runner:
         clean.prepare = self.prepare
         pipe = images = None
         try:
-            with optimizations.tf32(s.recipe(root).tf32):
+            with optimizations.process_flags(s.recipe(root)):
                 pipe = clean.build(root)
                 images = timing.synchronized(lambda: clean.generate(pipe, s.steps), self.device)()
         except Exception as exc:

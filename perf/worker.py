@@ -72,7 +72,7 @@ def serve(requests, reply) -> None:
                     settings = Settings.from_json(request["settings"])
                     name = request["stage"]
                     runner = Runner(settings)
-                    stack.enter_context(optimizations.tf32(settings.recipe(name).tf32))
+                    stack.enter_context(optimizations.process_flags(settings.recipe(name)))
                     pipe = runner.build(name)
                     pin(settings.affinity)
                     injected = request.get("inject") or {}

@@ -53,7 +53,8 @@ def test_skip_reasons_without_cuda():
 
 
 def test_each_family_has_its_ladder_in_the_one_registry():
-    assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier", "int8", "fp8"]
+    assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
+                                   "cudnn_attention", "int8", "fp8"]
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     assert stages.names("sd") == stages.names()  # SD 1.5: the whole guide
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
@@ -72,6 +73,23 @@ def test_the_full_recipes_add_the_vae_and_fused_qkv_to_cuda_graphs():
     assert frontier.compile_vae == {"mode": "reduce-overhead", "fullgraph": True}
     assert stages.recipe("cudagraphs").compile_vae is None and stages.recipe("int8").compile_vae is None
     assert stages.min_psnr("frontier", "sd", "sd15") == stages.min_psnr("fp16", "sd", "sd15")  # fp16's numerics
+
+
+def test_cudnn_attention_builds_on_each_familys_best_stage_and_restores_sdpas_order():
+    from perf import optimizations
+
+    assert [stages.parent("cudnn_attention", family) for family in stages.FAMILIES] == ["sync_free", "frontier", "frontier"]
+    recipe = stages.recipe("cudnn_attention")
+    assert recipe.attention == "cudnn" and recipe.host_timesteps and recipe.compile_vae is not None
+    assert stages.min_psnr("cudnn_attention", "sd", "sd15") == stages.min_psnr("fp16", "sd", "sd15")
+    torch = __import__("torch")
+    default = torch._C._get_sdp_priority_order()
+    with optimizations.process_flags(recipe):
+        assert torch._C._get_sdp_priority_order()[0] == int(torch.nn.attention.SDPBackend.CUDNN_ATTENTION)
+        assert torch.backends.cuda.matmul.allow_tf32
+    assert torch._C._get_sdp_priority_order() == default and not torch.backends.cuda.matmul.allow_tf32
+    if not torch.cuda.is_available():
+        assert requirements.skip_reason(recipe).startswith("needs CUDA")
 
 
 def test_a_stage_named_for_a_family_it_does_not_fit_says_why():

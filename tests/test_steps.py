@@ -100,7 +100,7 @@ def test_a_baseline_without_step_timing_is_judged_on_the_rest():
 
 def test_a_disturbance_of_some_rounds_passes_where_a_fault_of_every_round_fails():
     """The stored gate reads the fastest half of the rounds (the H200's host slowed whole rounds
-    by 35-90 % for a minute, reports/h200/host-drift/): on a cudagraphs stage (floor 20 %), four
+    by 35-90 % for a minute, reports/h200/host-drift/): on a cudagraphs stage (floor 6 %), four
     of eight rounds 80 % slower pass, where the median moved over the floor; all eight 30 % slower fail."""
     base = entry(0.0260)
     plan = baselines.StagePlan("cudagraphs", entry=base, history=[base])

@@ -109,12 +109,13 @@ STEP_MIN_EFFECT = {
     # A 10 % floor false-alarmed on 4 of 13 unchanged stage-runs; only A/B's pairs see 10 % there.
     ("cuda", "eager"): {"step_fastest": 0.60, "first": 1.00, "after": 0.30},
     # CUDA-graph stages, H200: on the median of rounds steps moved +7.9 % (cudagraphs, Dec 1), -11.1 %
-    # (compile_vae) and -15.9 % (frontier, Dec 2); on the fastest half of rounds (STEP_STATISTIC),
-    # replayed on every stored unchanged pair (reports/h200/host-drift/replay.txt), cudagraphs moved
-    # +0.7, -2.4, -3.2 and -4.5 %, compile_vae -10.3 % and frontier -15.4 %: never more than +0.7 %
-    # slower. 6 % leaves 5 points above that and fails a host fault worth 10 % of a step (floor 20 %
-    # until Dec 3, set on the median). "first" moved +36.9 % and "after" -17.5 %.
-    ("cuda", "graphs"): {"step_fastest": 0.06, "first": 0.50, "after": 0.30},
+    # (compile_vae) and -15.9 % (frontier, Dec 2). On the fastest half of rounds (STEP_STATISTIC),
+    # over every stored unchanged pair (reports/h200/host-drift/replay.txt, reports/h200/rerun-dec3/)
+    # cudagraphs moved +0.7, -2.4, -3.2, -4.5, +4.7, +4.0 and +7.9 %: 10 % passes them all and fails
+    # the 10 % host fault per step (+10.2 % on Dec 1, +27.8 % on Dec 3). "first" (the eager text
+    # encoder and the first step) moved up to +142.7 % and "after" up to +34.3 % (frontier on a fresh
+    # H200 against a baseline from a faster host, Dec 3): host time, as on eager stages.
+    ("cuda", "graphs"): {"step_fastest": 0.10, "first": 1.50, "after": 0.50},
     # The 2-core CPU machine (reports/cpu/steps/): unchanged reruns of tiny moved fp32's fastest step
     # by up to +43 % and "first" by +55 %, quiet or beside a busy process. "first" and "after" are
     # short parts of a CPU round (tens of ms at the tests' 64 px, 2 steps): they fail only when doubled.
@@ -203,10 +204,16 @@ GPU_TIME_ALPHA = 0.05
 #: 2.0-2.8x (compile 4.3x). 0.8 and 1.5 leave room above both, and put ``cudagraphs``' floors at
 #: about 17 % (fastest round) and 40 % (median).
 #:
+#: On the H200 (Dec 3, ``reports/h200/rerun-dec3/``) a fresh machine ran ``frontier``'s host part
+#: (fastest round minus GPU time) at 2.5x that of its baseline, recorded on a faster host: its
+#: fastest round +40.2 % against a 32 % threshold, GPU time +0.6 %. Graph stages now take 2.0 for the
+#: fastest round (the host part may triple) and 2.5 for the median: their GPU time (3 %) and their
+#: steps (10 %) judge them below that.
+#:
 #: ``--perf-host-drift`` replaces all of them (a dedicated runner: lower).
 HOST_DRIFT = {
     ("cuda", "eager"): {"fastest round": 3.0, "median": 3.0},
-    ("cuda", "graphs"): {"fastest round": 0.8, "median": 1.5},
+    ("cuda", "graphs"): {"fastest round": 2.0, "median": 2.5},
 }
 
 #: Wall time is judged on two statistics, each against its own threshold, and either fails the

@@ -19,6 +19,7 @@ run after the timed rounds and never mixed with them: the profiler slows the hos
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:  # torch is imported where a trace is read: judging stored runs needs none
@@ -56,6 +57,26 @@ def device_intervals(events) -> list[tuple[int, int]]:
             if event.device_type() == cuda and event.end_ns() > event.start_ns()]
 
 
+#: What an attention kernel's name holds, whichever SDPA backend ran it: FlashAttention-2
+#: (``flash_fwd_kernel``), memory-efficient (``fmha_cutlassF…``), cuDNN (``cudnn_generated_fort_native_sdpa…``).
+ATTENTION_KERNEL = re.compile(r"flash|fmha|sdpa|attention", re.IGNORECASE)
+
+
+def attention_kernels(events) -> dict[str, float]:
+    """GPU milliseconds of each attention kernel in one round's trace, by the kernel's name (cut to
+    its first 80 characters): which kernel SDPA chose is otherwise invisible, and a stage such as
+    ``cudnn_attention`` that only changes SDPA's order can only be shown to work by it."""
+    import torch
+
+    cuda = torch.autograd.DeviceType.CUDA
+    found: dict[str, float] = {}
+    for event in events:
+        if event.device_type() == cuda and ATTENTION_KERNEL.search(event.name()):
+            name = event.name()[:80]
+            found[name] = found.get(name, 0.0) + (event.end_ns() - event.start_ns()) / 1e6
+    return found
+
+
 def _trace(call: Callable[[], object]):
     from torch.profiler import ProfilerActivity, profile
 
@@ -71,6 +92,8 @@ class Profiled:
     #: GPU busy seconds per pipeline component (perf.components), one per profiled round; empty when
     #: no pipeline was given or a round's marks could not be read
     components: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    #: GPU ms of each attention kernel in the first profiled round (:func:`attention_kernels`)
+    attention_kernels: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=None) -> Profiled:
@@ -94,7 +117,7 @@ def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=
 
     if device.type != "cuda" or rounds <= 0:
         return Profiled([], {})
-    samples, device_counts, parts = [], {}, []
+    samples, device_counts, parts, attention = [], {}, [], {}
     for index in range(rounds):
         with components.marked(pipe) if pipe is not None else contextlib.nullcontext([]) as labels:
             events = _trace(call)
@@ -105,6 +128,7 @@ def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=
         parts.append(components.attribute(events, labels) if labels else {})
         if index == 0:
             device_counts = counters.device_counts(events)
+            attention = attention_kernels(events)
     names = set().union(*parts)
     by_component = {name: [part.get(name, 0.0) for part in parts] for name in sorted(names)} if all(parts) else {}
-    return Profiled(samples, device_counts, by_component)
+    return Profiled(samples, device_counts, by_component, attention)

@@ -248,6 +248,8 @@ class Runner:
                          gpu_seconds_per_step=gpu_median / s.steps, gpu_busy=gpu_median / median)
         if measured.gpu_components:
             extra["gpu_components"] = measured.gpu_components
+        if measured.attention_kernels:  # which kernel SDPA ran, ms per generation (perf.gpu_time)
+            extra["attention_kernels"] = measured.attention_kernels
         if self._flops:
             extra.update(flops=self._flops, achieved_tflops=self._flops / median / 1e12, peak_tflops=peak / 1e12)
             if self._flops / median <= peak:  # float16 on CPU: the "peak" matmul is a slow fallback, no peak

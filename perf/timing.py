@@ -114,6 +114,7 @@ class Measurement:
     gpu_seconds: list[float] = dataclasses.field(default_factory=list)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     gpu_components: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # perf.components
+    attention_kernels: dict[str, float] = dataclasses.field(default_factory=dict)  # perf.gpu_time
 
 
 def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
@@ -142,7 +143,8 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     profiled, counted = profile_and_count(call, device, budget, phase, pipe)
     return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,
-                       gpu_seconds=profiled.seconds, counters=counted, gpu_components=profiled.components)
+                       gpu_seconds=profiled.seconds, counters=counted, gpu_components=profiled.components,
+                       attention_kernels=profiled.attention_kernels)
 
 
 def profile_and_count(call: Callable, device: torch.device, budget: Budget,

@@ -61,3 +61,33 @@ def test_device_counters_from_a_profiled_round_equal_those_of_the_counting_round
     reused = counters.count(call, torch.device("cuda"), profiled.device_counts)
     assert reused == alone and alone["kernels"] >= 11 and alone["memcpy_dtoh"] >= 1
 
+
+
+def test_attention_kernels_are_named_with_their_gpu_time():
+    """Which kernel SDPA ran (FlashAttention-2, cuDNN, memory-efficient) is read off the trace's names."""
+    import torch
+
+    class Event:
+        def __init__(self, name, start, end, device=torch.autograd.DeviceType.CUDA):
+            self._name, self._start, self._end, self._device = name, start, end, device
+
+        def name(self):
+            return self._name
+
+        def start_ns(self):
+            return self._start
+
+        def end_ns(self):
+            return self._end
+
+        def device_type(self):
+            return self._device
+
+    events = [Event("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<40>>", 0, 2_000_000),
+              Event("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<40>>", 3_000_000, 4_000_000),
+              Event("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16", 5_000_000, 5_500_000),
+              Event("sm90_xmma_fprop_implicit_gemm_f16f16_f16f32", 0, 9_000_000),  # a convolution
+              Event("aten::scaled_dot_product_attention", 0, 9_000_000, torch.autograd.DeviceType.CPU)]
+    found = gpu_time.attention_kernels(events)
+    assert found == {"void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<40>>": 3.0,
+                     "cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16": 0.5}

@@ -26,7 +26,14 @@ PAIRS = [(H200 + "0005_h200.json", "reports/h200/ladder/sd15-rerun-eager.json"),
          (H200 + "0009_h200.json", "reports/h200/components/sd15-comp-aa2.json"),
          (H200 + "0007_h200.json", "reports/h200/ladder/sdxl-rerun-eager.json"),
          (H200 + "0008_h200.json", "reports/h200/ladder/sdxl-rerun-compiled.json"),
-         (H200 + "0009_h200.json", "reports/h200/host-drift/sd15-rerun-half/sd15-rerun-half.json")]
+         (H200 + "0009_h200.json", "reports/h200/host-drift/sd15-rerun-half/sd15-rerun-half.json"),
+         (H200 + "0005_h200.json", "reports/h200/rerun-dec3/sd15-eager-rerun3.json"),
+         (H200 + "0006_h200.json", "reports/h200/rerun-dec3/sd15-compiled-rerun3.json"),
+         (H200 + "0011_h200.json", "reports/h200/rerun-dec3/sd15-compiled-rerun3.json"),
+         (H200 + "0006_h200.json", "reports/h200/rerun-dec3/sd15-compiled-rerun4.json"),
+         (H200 + "0011_h200.json", "reports/h200/rerun-dec3/sd15-compiled-rerun4.json"),
+         (H200 + "0009_h200.json", "reports/h200/rerun-dec3/sd15-cudnn-rerun.json"),
+         (H200 + "0012_h200.json", "reports/h200/rerun-dec3/sd15-cudnn-rerun.json")]
 
 
 def fastest_steps(path: str) -> dict[str, list[float]]:

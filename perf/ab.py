@@ -116,17 +116,12 @@ class Session:
         return clean.to_json()
 
     def injected(self, side: str, name: str) -> dict:
-        s = self.settings
-        if side != s.inject_side:
+        """What the ``side`` worker of stage ``name`` injects (``-p perf.inject``; nothing without it)."""
+        if not self.settings.injecting:
             return {}
-        inject = {}
-        if s.inject_host_delay:
-            inject["host_delay"] = s.inject_host_delay
-        if s.inject_step_delay:
-            inject["step_delay"] = s.inject_step_delay  # a fraction of that side's own fastest step
-        if s.inject_crash and name == s.stages[0]:
-            inject["crash_after_rounds"] = 2
-        return inject
+        from . import inject
+
+        return inject.worker_faults(self.settings, side, name)
 
     def run(self, name: str, fewest_pairs: int) -> ABResult:
         """Build both sides, alternate their rounds, then profile and count each."""

@@ -48,3 +48,11 @@ def pytest_perf_stage_extra(stage: str, runner) -> dict:
 def pytest_perf_before_timing(stage: str, runner):
     """Called as stage ``stage``'s timed rounds begin; ``runner.clock`` is its step clock
     (:class:`perf.steps.StepClock`), whose ``on_step`` callbacks run at every step's end."""
+
+
+@pytest.hookspec
+def pytest_perf_plan(settings, plan):
+    """Called once, after the run's settings (:class:`perf.settings.Settings`) and its baselines
+    (``plan``, a :class:`perf.baselines.Plan`, or None without ``--benchmark-compare``) are known,
+    before anything is built. Raise :class:`pytest.UsageError` to refuse the run in one line
+    (``-p perf.inject`` refuses a fault sized from a baseline that is not there)."""

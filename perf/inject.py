@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import types
 
 import pytest
 import torch
@@ -77,10 +78,49 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "needs --benchmark-compare")
 
 
+#: Every fault this plugin injects, with its off value: the keys of ``Settings.faults`` that it fills
+#: from the option of the same name (``inject_step_delay`` from ``--perf-inject-step-delay``) and reads.
+FAULTS = {"inject_nan": False, "inject_slowdown": 0.0, "inject_vae_slowdown": 0.0, "inject_sync": False,
+          "inject_host_work": 0.0, "inject_step_delay": 0.0, "inject_recompile": False, "inject_host_delay": 0.0,
+          "inject_side": "candidate", "inject_crash": False, "inject_quality": 0.0}
+
+
+def faults_of(settings) -> types.SimpleNamespace:
+    """The run's faults, each one an attribute, off where the run does not inject it."""
+    return types.SimpleNamespace(**{**FAULTS, **settings.faults})
+
+
+def pytest_perf_plan(settings, plan) -> None:
+    """Refuse, in one line, a fault sized from a baseline where this hardware has none."""
+    s = faults_of(settings)
+    sized_from_baseline = s.inject_slowdown or s.inject_host_work or s.inject_vae_slowdown or (
+        s.inject_step_delay and settings.reference_python is None)  # A/B sizes it from each side's own step
+    if sized_from_baseline and (plan is None or not plan.baselines()):
+        raise pytest.UsageError("--perf-inject-slowdown, --perf-inject-vae-slowdown, --perf-inject-host-work and "
+                                "--perf-inject-step-delay size the injected work from a baseline, and none was "
+                                "found for this hardware; record one first with "
+                                "`pytest perf --benchmark-save=baseline`")
+
+
+def worker_faults(settings, side: str, name: str) -> dict:
+    """What an A/B worker of stage ``name`` on ``side`` injects (:mod:`perf.worker` applies them)."""
+    s = faults_of(settings)
+    if side != s.inject_side:
+        return {}
+    found = {}
+    if s.inject_host_delay:
+        found["host_delay"] = s.inject_host_delay
+    if s.inject_step_delay:
+        found["step_delay"] = s.inject_step_delay  # a fraction of that side's own fastest step
+    if s.inject_crash and name == settings.stages[0]:
+        found["crash_after_rounds"] = 2
+    return found
+
+
 def pytest_perf_prepare(pipe, stage: str, runner) -> None:
     """The faults that change the pipeline, each sized from the stage's baseline where it says so,
     through the hook any plugin's change to a stage uses (:mod:`perf.hooks`)."""
-    s = runner.settings
+    s = faults_of(runner.settings)
     if s.inject_slowdown:
         slow_down_unet(pipe, seconds_per_unet_call(runner, stage))
     if s.inject_vae_slowdown:
@@ -91,7 +131,7 @@ def pytest_perf_prepare(pipe, stage: str, runner) -> None:
         sync_every_step(pipe)
     if s.inject_host_work:
         host_work_every_step(pipe, s.inject_host_work * runner.baseline_seconds_per_step(stage))
-    if s.inject_recompile and s.recipe(stage).compile is not None:
+    if s.inject_recompile and runner.settings.recipe(stage).compile is not None:
         recompile_once(pipe)
     if s.inject_host_delay:
         delay_postprocessing(pipe, s.inject_host_delay)
@@ -101,7 +141,7 @@ def pytest_perf_prepare(pipe, stage: str, runner) -> None:
 
 def pytest_perf_stage_extra(stage: str, runner) -> dict:
     """Every fault injected, stored with the stage (such a run is never saved as a baseline)."""
-    s, extra = runner.settings, {}
+    s, extra = faults_of(runner.settings), {}
     if s.inject_slowdown:
         extra["injected_seconds_per_unet_call"] = seconds_per_unet_call(runner, stage)
     for fault in ("inject_nan", "inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay",
@@ -124,24 +164,24 @@ def seconds_per_unet_call(runner, stage: str) -> float:
     extra = bench.get("extra_info") or {}
     per_step = (extra.get("gpu_seconds_per_step") or extra.get("seconds_per_step")
                 or bench["stats"]["median"] / runner.settings.steps)
-    return runner.settings.inject_slowdown * per_step
+    return faults_of(runner.settings).inject_slowdown * per_step
 
 
 def pytest_perf_before_timing(stage: str, runner) -> None:
     """``--perf-inject-step-delay``: host time at every step's end, a fraction of the baseline's step."""
-    s = runner.settings
+    s = faults_of(runner.settings)
     if s.inject_step_delay:
         burn_every_step(runner.clock, s.inject_step_delay * runner.baseline_step_seconds(stage))
 
 
 def settings_fields(config: pytest.Config, selected: list[str], family: str) -> dict:
-    """The faults this run injects, as ``Settings`` fields (:data:`perf.settings.FAULT_FIELDS`, each
-    filled by the option of the same name); none where this plugin is not loaded, which leaves
-    them off. Raises :class:`pytest.UsageError` with one line on bad input."""
+    """The faults this run injects, as the ``Settings.faults`` field (:data:`FAULTS`, each filled by
+    the option of the same name, only where it is on); none where this plugin is not loaded.
+    Raises :class:`pytest.UsageError` with one line on bad input."""
     if not hasattr(config.option, "perf_inject_nan"):
         return {}
     get = config.getoption
-    from . import settings, stages
+    from . import stages
 
     for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay",
                    "--perf-inject-host-delay", "--perf-inject-quality", "--perf-inject-vae-slowdown"):
@@ -176,7 +216,8 @@ def settings_fields(config: pytest.Config, selected: list[str], family: str) -> 
     if get("perf_reference_python") is None and (get("perf_inject_crash") or get("perf_inject_side") == "reference"):
         raise pytest.UsageError("--perf-inject-crash and --perf-inject-side=reference act on A/B workers: "
                                 "pass --perf-reference-python too")
-    return {name: get(f"perf_{name}") for name in settings.FAULT_FIELDS}
+    given = {name: get(f"perf_{name}") for name in FAULTS}
+    return {"faults": {name: value for name, value in given.items() if value != FAULTS[name]}}
 
 
 @torch.library.custom_op("diffusers_perf::spin", mutates_args=())

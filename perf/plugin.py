@@ -234,13 +234,7 @@ def _configure(config: pytest.Config) -> None:
                          host_drift=settings.host_drift, gpu_rounds=settings.budget.gpu_rounds,
                          compare_fail=tuple(opt.benchmark_compare_fail or ()))
     opt.benchmark_compare_fail = None  # judged by the gate, with the suite's rule: one verdict per stage
-    sized_from_baseline = settings.inject_slowdown or settings.inject_host_work or settings.inject_vae_slowdown or (
-        settings.inject_step_delay and settings.reference_python is None)  # A/B sizes it from each side's own step
-    if sized_from_baseline and (plan is None or not plan.baselines()):
-        raise pytest.UsageError("--perf-inject-slowdown, --perf-inject-vae-slowdown, --perf-inject-host-work and "
-                                "--perf-inject-step-delay size "
-                                "the injected work from a "
-                                f"baseline, and none was found for this hardware; record one first with `{RECORD_COMMAND}`")
+    config.hook.pytest_perf_plan(settings=settings, plan=plan)  # a plugin may refuse the run here
     session_ab = None
     if settings.reference_python is not None:
         problem = worker.check_python(settings.reference_python)
@@ -780,7 +774,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
                      for v in perf.settled(LADDER)},
         "session_seconds": _session_seconds(perf),
     }
-    faults = perf.settings.faults()
+    faults = perf.settings.injected()
     if faults:  # never saved (refused up front), and never read back as a baseline (perf.storage.validate)
         output_json["diffusers_perf"]["injected"] = faults
     if perf.ab_verdicts:

@@ -113,14 +113,14 @@ class Runner:
 
         The reference stage's own timed images serve when it runs first, as it does in a ladder,
         and nothing injected can have changed them; otherwise (a subset such as ``--perf-stages=sdpa``,
-        or ``--perf-inject-quality``) the reference is built once from the settings without faults,
+        or a run with a fault injected) the reference is built once from the settings without faults,
         generates once untimed, and is freed before the stage is built. Where that fails (the
         reference stage runs out of memory), stages run on without a quality verdict, and
         :attr:`reference_problem` says why: a failing stage fails alone.
         """
         s = self.settings
         root = stages.root(s.family)
-        if self._reference is not None or (name == root and not s.inject_quality):
+        if self._reference is not None or (name == root and not s.injecting):
             return
         if s.skip_reason(root):
             self._reference = (root, None)
@@ -145,7 +145,7 @@ class Runner:
     def similarity(self, name: str, images) -> quality.Similarity | None:
         """The stage's images against the reference (None where the reference stage cannot run here)."""
         root = stages.root(self.settings.family)
-        if self._reference is None and name == root and not self.settings.inject_quality:
+        if self._reference is None and name == root and not self.settings.injecting:
             self._reference = (root, images)
         if self._reference is None or self._reference[1] is None:
             return None

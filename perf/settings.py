@@ -21,17 +21,10 @@ class Settings:
     budget: Budget
     report: Path | None
     count_flops: bool
-    inject_nan: bool = False  # the --perf-inject-* faults (perf.inject, a plugin of its own)
-    inject_slowdown: float = 0.0
-    inject_vae_slowdown: float = 0.0  # a fraction of the baseline's VAE GPU time, spun in every decode
-    inject_sync: bool = False
-    inject_host_work: float = 0.0
-    inject_step_delay: float = 0.0  # a fraction of the baseline's fastest step, burnt at each step's end
-    inject_recompile: bool = False
-    inject_host_delay: float = 0.0  # seconds
-    inject_side: str = "candidate"  # A/B runs: which side the faults go into
-    inject_crash: bool = False  # A/B runs: the injected side's worker segfaults mid-stage
-    inject_quality: float = 0.0  # the denoiser's first attention output scaled by 1 + this
+    #: The faults injected on purpose, by name (``{"inject_step_delay": 0.1}``): what ``-p perf.inject``
+    #: fills from its ``--perf-inject-*`` options and alone reads (:mod:`perf.inject`). The rest of
+    #: the suite only asks whether there are any: such a run is never saved, nor read as a baseline.
+    faults: dict = dataclasses.field(default_factory=dict)
     reference_python: str | None = None  # A/B runs: the reference environment's interpreter
     worker_timeout: float = 60.0  # A/B runs: the least seconds a worker has to answer a request
     affinity: tuple[int, ...] = ()  # A/B runs: the CPUs both workers' main threads are pinned to; (): not pinned
@@ -67,20 +60,16 @@ class Settings:
     @property
     def injecting(self) -> bool:
         """Whether a fault is injected on purpose: such a run is never saved, nor read as a baseline."""
-        return bool(self.faults())
+        return bool(self.injected())
 
-    def faults(self) -> dict:
-        """The faults injected on purpose (``--perf-inject-*``), as stored in the run's JSON."""
-        clean = self.without_faults()
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
-                if field.name in FAULT_FIELDS and field.name != "inject_side"
-                and getattr(self, field.name) != getattr(clean, field.name)}
+    def injected(self) -> dict:
+        """The faults injected on purpose, as stored in the run's JSON (which side of an A/B run they
+        act on is where they go, not a fault)."""
+        return {name: value for name, value in self.faults.items() if value and name != "inject_side"}
 
     def without_faults(self) -> "Settings":
         """The same run with no injected fault: what A/B workers and the reference images build from."""
-        off = {field.name: field.default for field in dataclasses.fields(self)
-               if field.name in FAULT_FIELDS and field.name != "inject_side"}
-        return dataclasses.replace(self, **off, count_flops=False)
+        return dataclasses.replace(self, faults={}, count_flops=False)
 
     @property
     def label(self) -> str:
@@ -106,8 +95,3 @@ class Settings:
         data["model"] = None if data["model"] is None else Path(data["model"])
         data["compile_cache"] = None if data.get("compile_cache") is None else Path(data["compile_cache"])
         return cls(**data)
-
-
-#: The faults a run can inject on purpose, each off by default: what ``-p perf.inject`` fills from
-#: its ``--perf-inject-*`` options (:mod:`perf.inject`).
-FAULT_FIELDS = tuple(field.name for field in dataclasses.fields(Settings) if field.name.startswith("inject_"))

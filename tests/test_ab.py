@@ -207,11 +207,11 @@ def test_faults_reach_only_the_injected_side():
     from perf.timing import Budget
 
     settings = Settings(pipeline="tiny", model=None, stages=["fp32", "bf16"], steps=2, size=32, batch=1,
-                        budget=Budget(None, 6, 8, 3.0), report=None, count_flops=True, inject_nan=False,
-                        inject_slowdown=0.0, inject_host_delay=0.1, inject_crash=True, inject_side="reference")
+                        budget=Budget(None, 6, 8, 3.0), report=None, count_flops=True,
+                        faults={"inject_host_delay": 0.1, "inject_crash": True, "inject_side": "reference"})
     session = ab.Session(settings, sys.executable)
     sent = session.worker_settings()
-    assert sent["inject_host_delay"] == 0 and not sent["inject_crash"] and not sent["count_flops"]
+    assert sent["faults"] == {} and not sent["count_flops"]
     assert session.injected("candidate", "fp32") == {}
     assert session.injected("reference", "fp32") == {"host_delay": 0.1, "crash_after_rounds": 2}
     assert session.injected("reference", "bf16") == {"host_delay": 0.1}  # the crash: first stage only

@@ -86,3 +86,26 @@ def test_a_plugin_adds_a_stage_and_a_pipeline_that_run_like_built_in_ones(suite)
     assert broken.ret == pytest.ExitCode.USAGE_ERROR
     assert [line for line in broken.errlines if line.startswith("ERROR:")] == [
         "ERROR: diffusers-perf: stage 'x': its parent in sd pipelines, 'nope', must be declared before it and apply to them"]
+
+
+def test_the_fault_plugin_refuses_a_fault_sized_from_a_missing_baseline_through_the_plan_hook():
+    """``-p perf.inject`` acts through the hooks a user's plugin has: ``pytest_perf_plan`` refuses
+    the run in one line before anything is built; the core holds the faults without reading them."""
+    import dataclasses
+
+    from perf import inject
+    from perf.settings import Settings
+    from perf.timing import Budget
+
+    clean = Settings(pipeline="tiny", model=None, stages=["fp32"], steps=2, size=32, batch=1,
+                     budget=Budget(None, 6, 8, 3.0), report=None, count_flops=False)
+    faulty = dataclasses.replace(clean, faults={"inject_step_delay": 0.1})
+    assert not clean.injecting and faulty.injecting and faulty.injected() == {"inject_step_delay": 0.1}
+    assert faulty.without_faults().faults == {}
+    inject.pytest_perf_plan(clean, None)  # nothing injected: nothing to refuse
+    with pytest.raises(pytest.UsageError, match="size the injected work from a baseline"):
+        inject.pytest_perf_plan(faulty, None)
+    ab_side = dataclasses.replace(faulty, reference_python="python3")  # A/B sizes it from each side's own step
+    inject.pytest_perf_plan(ab_side, None)
+    assert inject.worker_faults(ab_side, "candidate", "fp32") == {"step_delay": 0.1}
+    assert inject.worker_faults(ab_side, "reference", "fp32") == {}

@@ -91,15 +91,14 @@ def _plans(extra, median=1.0):
     ({"seconds_per_step": 0.0097}, 0.05 * 0.0097),  # an older baseline: wall time per step
 ])
 def test_injection_is_sized_from_the_baselines_gpu_time(extra, seconds):
-    settings = dataclasses.replace(_settings(), inject_slowdown=0.05)
+    settings = dataclasses.replace(_settings(), faults={"inject_slowdown": 0.05})
     assert inject.seconds_per_unet_call(runner.Runner(settings, _plans(extra)), "cudagraphs") == pytest.approx(seconds)
     assert inject.seconds_per_unet_call(runner.Runner(settings, None), "cudagraphs") == 0.0
 
 
 def _settings():
     return options.Settings(pipeline="sd15", model=None, stages=["cudagraphs"], steps=50, size=512, batch=1,
-                            budget=timing.Budget(None, 6, 20, 15.0), report=Path("r.md"), count_flops=False,
-                            inject_nan=False, inject_slowdown=0.0)
+                            budget=timing.Budget(None, 6, 20, 15.0), report=Path("r.md"), count_flops=False)
 
 
 def test_building_a_pipeline_leaves_no_temporary_files(tmp_path, monkeypatch):

@@ -166,8 +166,7 @@ def test_a_stage_that_does_not_fit_skips_with_its_reason_and_one_that_fits_runs(
 def test_the_run_skips_by_memory_only_at_the_measured_size(monkeypatch):
     monkeypatch.setattr(requirements, "card_gib", lambda: 16.0)
     settings = Settings(pipeline="sdxl", family="sdxl", model=None, stages=["tf32"], steps=20, size=1024, batch=1,
-                        budget=Budget(None, 6, 20, 15.0), report=None, count_flops=False, inject_nan=False,
-                        inject_slowdown=0.0)
+                        budget=Budget(None, 6, 20, 15.0), report=None, count_flops=False)
     monkeypatch.setattr(requirements, "skip_reason", lambda recipe: None)  # as if on CUDA
     assert "needs about 20 GiB" in settings.skip_reason("tf32")
     assert settings.skip_reason("fp16") is None

@@ -207,25 +207,28 @@ def test_report_says_where_wall_time_cannot_judge_and_shows_thresholds():
 GRAPHS_GPU = [0.341] * 5  # cudagraphs on the H100: GPU busy about 79 % of its fastest round
 
 
-def test_graph_stage_fails_a_host_side_shift_of_every_round_at_25_percent():
+def test_graph_stage_fails_a_host_side_shift_of_every_round_beyond_its_host_drift():
+    """A fresh H200 ran frontier's host part at 2.5x its baseline's (+40.2 % on the fastest round, GPU
+    time +0.6 %, reports/h200/rerun-dec3/): graph stages' wall floor is 2.0 x (1 - busy), so such a
+    drift passes and a host-side slowdown of every round beyond it fails."""
     base = rounds(0.45, 0.03, 20, 1)
-    shifted = judge("cudagraphs", result("cudagraphs", rounds(0.45 * 1.25, 0.03, 20, 2), device="cuda",
+    shifted = judge("cudagraphs", result("cudagraphs", rounds(0.45 * 1.7, 0.03, 20, 2), device="cuda",
                                          gpu_seconds=GRAPHS_GPU), bench(base, gpu_seconds=GRAPHS_GPU))
     assert shifted.status == "REGRESSION" and "(fastest round;" in shifted.detail
-    assert shifted.latency.threshold < 0.20  # 0.8 x (1 - busy of the fastest round)
-    drifted = judge("cudagraphs", result("cudagraphs", rounds(0.45 * 1.12, 0.03, 20, 3), device="cuda",
+    assert shifted.latency.threshold < 0.60  # 2.0 x (1 - busy of the fastest round)
+    drifted = judge("cudagraphs", result("cudagraphs", rounds(0.45 * 1.40, 0.03, 20, 3), device="cuda",
                                          gpu_seconds=GRAPHS_GPU), bench(base, gpu_seconds=GRAPHS_GPU))
-    assert drifted.status == "ok"  # unchanged runs moved the fastest round up to 13 % on that host
+    assert drifted.status == "ok"  # unchanged runs moved the fastest round up to +40 % on that host
 
 
 def test_a_regression_in_some_rounds_fails_on_the_median_where_the_fastest_round_did_not_move():
     base = rounds(0.45, 0.03, 20, 1)
-    some = [x * 1.5 for x in rounds(0.45, 0.03, 12, 4)] + rounds(0.45, 0.03, 8, 5)  # 12 of 20 rounds slower
+    some = [x * 1.9 for x in rounds(0.45, 0.03, 12, 4)] + rounds(0.45, 0.03, 8, 5)  # 12 of 20 rounds slower
     verdict = judge("cudagraphs", result("cudagraphs", some, device="cuda", gpu_seconds=GRAPHS_GPU),
                     bench(base, gpu_seconds=GRAPHS_GPU))
     assert verdict.status == "REGRESSION" and "(median;" in verdict.detail
-    assert abs(verdict.latency_median.ratio - 1.5) < 0.1 and not verdict.latency_median.statistic == "fastest round"
-    assert gate.wall_min_effect("cudagraphs", "cuda", 0.76, statistic="median") == pytest.approx(1.5 * 0.24)
+    assert abs(verdict.latency_median.ratio - 1.9) < 0.1 and not verdict.latency_median.statistic == "fastest round"
+    assert gate.wall_min_effect("cudagraphs", "cuda", 0.76, statistic="median") == pytest.approx(2.5 * 0.24)
 
 
 def test_eager_stages_keep_the_wider_host_drift_on_both_statistics():

@@ -38,6 +38,8 @@ class Runner:
         self.plans = plans or {}  # stage -> what it is compared with (--benchmark-compare)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         timing.use_threads(settings.threads)
+        #: glibc keeps freed memory for the next round (CPU runs; perf.timing.keep_freed_memory)
+        self.malloc_kept = self.device.type == "cpu" and timing.keep_freed_memory()
         self.results: dict[str, StageResult] = {}
         self._flops: int | None = None
         self.dynamo_before: dict[str, int] = {}  # dynamo's totals when the current stage was built
@@ -214,6 +216,7 @@ class Runner:
             "size": s.size,
             "batch": s.batch,
             "threads": s.threads,
+            "malloc_kept": self.malloc_kept,
             "dtype": recipe.dtype,
             "tf32": recipe.tf32,
             "attention": recipe.attention,

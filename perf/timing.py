@@ -41,6 +41,35 @@ GPU_ROUNDS = gpu_time.GPU_ROUNDS
 CPU_THREADS = 1
 
 
+#: What glibc's malloc may keep of what a round frees, instead of giving it back to the kernel:
+#: blocks up to this size come from its heap (not a mapping of their own), and its heap is not
+#: trimmed below this. By default glibc maps blocks from 128 KiB up to a threshold it moves as
+#: blocks are freed, and gives the top of its heap back beyond 128 KiB: which buffers of a round
+#: get fresh pages, and so page faults and zeroing, changes from round to round and from process to
+#: process. On the 2-core KVM machine that made ``tiny``'s fp32 steps (classic attention materializes
+#: its maps) jump between 16 and 50 ms, and processes settle in a mode of 16 or of 30-36 ms; with
+#: both thresholds fixed here they ran at 15-17 ms (``reports/cpu/malloc/``). A serving process
+#: with jemalloc or tcmalloc keeps its memory too.
+MALLOC_KEEP_BYTES = 1 << 30
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for the next round (:data:`MALLOC_KEEP_BYTES`), for a
+    CPU run, before anything is built. Returns whether it took effect: only with glibc, whose
+    ``mallopt`` the process's own symbols hold; elsewhere the allocator is left as it is."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MALLOC_KEEP_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, MALLOC_KEEP_BYTES))
+
+
 def use_threads(threads: int | None) -> None:
     """Set torch's intra-op threads before anything is built (None: leave torch's default)."""
     if threads is not None and torch.get_num_threads() != threads:

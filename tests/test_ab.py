@@ -60,8 +60,10 @@ def test_a_faster_candidate_is_reported_not_failed():
 
 
 def test_cpu_floor_and_too_few_pairs():
-    verdict = pairs(drifting(14, 1.2, seed=6), drifting(14, seed=7), device="cpu")
+    verdict = pairs(drifting(14, 1.08, seed=6), drifting(14, seed=7), device="cpu")
     assert verdict.status == "ok" and verdict.latency.threshold == pytest.approx(gate.AB_DEVICE_MIN_EFFECT["cpu"])
+    slower = pairs(drifting(14, 1.2, seed=6), drifting(14, seed=7), device="cpu")  # a 15 % CPU fault gave 1.13-1.19
+    assert slower.status == "REGRESSION"
     few = pairs(drifting(6, 2.0), drifting(6))
     assert few.status == "not compared" and few.failing and "6 pairs" in few.detail
 

@@ -145,3 +145,16 @@ def test_a_fault_only_timing_can_see_fails_the_step_gate_stored_and_in_a_b(suite
                    "--perf-max-rounds=12", "--perf-report=none", "--perf-inject-step-delay=2.0")
     assert ab.ret == pytest.ExitCode.TESTS_FAILED, ab.stdout.str()
     ab.stdout.fnmatch_lines(["REGRESSION fp32 (A/B): *denoising step +*"])
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_a_cpu_run_keeps_freed_memory_for_the_next_round():
+    """glibc's default thresholds gave some rounds fresh pages and others reused ones, so fp32 steps
+    jumped 16-50 ms on the 2-core machine (reports/cpu/malloc/): a CPU runner fixes them first."""
+    from perf import runner, timing
+    from perf.settings import Settings
+
+    assert timing.keep_freed_memory()
+    settings = Settings(pipeline="tiny", model=None, stages=["fp32"], steps=2, size=32, batch=1,
+                        budget=timing.Budget(None, 6, 8, 3.0), report=None, count_flops=False)
+    assert runner.Runner(settings).malloc_kept

@@ -30,7 +30,8 @@ class Recipe:
 
     dtype: str = "float32"  # "float32" | "float16" | "bfloat16"
     tf32: bool = False  # torch.backends.cuda.matmul.allow_tf32 / cudnn.allow_tf32
-    attention: str = "classic"  # "classic" (AttnProcessor) | "sdpa" (AttnProcessor2_0) | "xformers" | "cudnn" (SDPA, cuDNN's kernel first)
+    #: "classic" (AttnProcessor) | "sdpa" (AttnProcessor2_0) | "xformers" | "cudnn" (SDPA, cuDNN's kernel first)
+    attention: str = "classic"
     channels_last: bool = False  # UNet weights in torch.channels_last
     fuse_qkv: bool = False  # pipe.fuse_qkv_projections()
     trace_unet: bool = False  # torch.jit.trace of the UNet, as in the guide
@@ -112,7 +113,8 @@ STAGES: tuple[Stage, ...] = (
           fuse_qkv=True, requires=("cuda", "compile"), min_effect=0.03),
     Stage("sync_free", "frontier", "+ DDIM on host timesteps, the UNet on device copies: no device-to-host sync a step",
           host_timesteps=True, requires=("cuda", "compile"), min_effect=0.03, families=("sd",)),
-    Stage("cudnn_attention", "frontier", "+ SDPA on cuDNN's fused attention kernel first (Hopper), not FlashAttention-2",
+    Stage("cudnn_attention", "frontier",
+          "+ SDPA on cuDNN's fused attention kernel first (Hopper), not FlashAttention-2",
           attention="cudnn", requires=("cuda", "compile", "cudnn_attention"), min_effect=0.03,
           parent_in={"sd": "sync_free"}),
     # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------

@@ -21,6 +21,7 @@ Every stage is timed through :func:`measure`, so the rules below hold for all of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Callable
@@ -54,10 +55,12 @@ MALLOC_KEEP_BYTES = 1 << 30
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
+@functools.lru_cache(maxsize=None)
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for the next round (:data:`MALLOC_KEEP_BYTES`), for a
     CPU run, before anything is built. Returns whether it took effect: only with glibc, whose
-    ``mallopt`` the process's own symbols hold; elsewhere the allocator is left as it is."""
+    ``mallopt`` the process's own symbols hold; elsewhere the allocator is left as it is. Once per
+    process: every runner (the quality reference's too) asks, and the setting is the process's."""
     import ctypes
     import sys
 

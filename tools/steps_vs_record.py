@@ -7,14 +7,10 @@ fastest round. reports/cpu/malloc/.
 import glob
 import json
 import os
-import statistics
 import sys
 
-
-def fastest_half(values):
-    values = sorted(values)
-    return statistics.median(values[:(len(values) + 1) // 2])
-
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from perf.gate import fastest_half_median as fastest_half  # noqa: E402  the stored gate's own statistic
 
 folder = sys.argv[1]
 recorded = {b["name"]: b for b in json.load(open(f"{folder}/record.json"))["benchmarks"]}
@@ -24,7 +20,8 @@ for path in sorted(glob.glob(f"{folder}/*.json")):
         base = recorded[bench["name"]]
         steps, first = (fastest_half(bench["extra_info"]["step_timing"][k]) for k in ("step_fastest", "first"))
         base_steps, base_first = (fastest_half(base["extra_info"]["step_timing"][k]) for k in ("step_fastest", "first"))
-        row.append(f"{bench['extra_info']['stage']}: step {steps * 1e3:6.2f} ms ({(steps / base_steps - 1) * 100:+5.1f}%) "
+        row.append(f"{bench['extra_info']['stage']}: step {steps * 1e3:6.2f} ms "
+                   f"({(steps / base_steps - 1) * 100:+5.1f}%) "
                    f"first {(first / base_first - 1) * 100:+5.1f}% "
                    f"fastest round {(bench['stats']['min'] / base['stats']['min'] - 1) * 100:+5.1f}%")
     print(f"{os.path.basename(path)[:-5]:12s}", " | ".join(row))

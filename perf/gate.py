@@ -375,7 +375,11 @@ def wall_min_effect(name: str, device: str, baseline_gpu_busy: float | None,
 
 
 def replays_graphs(name: str) -> bool:
-    return name in stages.BY_NAME and (stages.recipe(name).compile or {}).get("mode") == "reduce-overhead"
+    """Whether the stage's denoiser replays CUDA graphs: ``mode="reduce-overhead"``, or its option."""
+    if name not in stages.BY_NAME:
+        return False
+    compiled = stages.recipe(name).compile or {}
+    return compiled.get("mode") == "reduce-overhead" or bool(compiled.get("options", {}).get("triton.cudagraphs"))
 
 
 # -- verdicts ---------------------------------------------------------------------------------------

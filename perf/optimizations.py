@@ -93,6 +93,11 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
             pipe.vae.register_to_config(force_upcast=False)
         pipe.vae.to(memory_format=torch.channels_last)
         pipe.vae.decode = torch.compile(pipe.vae.decode, **recipe.compile_vae)
+    if recipe.compile_text_encoder is not None:
+        # The prompt's and the negative prompt's encodings replay one graph into the same buffers:
+        # safe where the pipeline copies each output before the next call (Stable Diffusion's
+        # encode_prompt repeats it per image), which is why the stage is declared for "sd" alone.
+        pipe.text_encoder = torch.compile(pipe.text_encoder, **recipe.compile_text_encoder)
     return pipe
 
 

@@ -37,6 +37,7 @@ class Recipe:
     trace_unet: bool = False  # torch.jit.trace of the UNet, as in the guide
     compile: dict | None = None  # kwargs of torch.compile for the UNet, or None
     compile_vae: dict | None = None  # kwargs of torch.compile for the VAE's decode (channels_last first), or None
+    compile_text_encoder: dict | None = None  # kwargs of torch.compile for the text encoder, or None
     quantize: str | None = None  # torchao on the denoiser's linears: "int8" | "fp8" (dynamic activations)
     host_timesteps: bool = False  # scheduler on host timesteps, denoiser on device copies: no sync per step
     requires: tuple[str, ...] = ()  # see perf.requirements.CHECKS
@@ -50,8 +51,16 @@ UNET = ("sd", "sdxl")
 #: What a family's root stage does not set itself, where that root is not the registry's root.
 FAMILY_BASE: dict[str, dict[str, Any]] = {
     "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
-                compile_vae=None, quantize=None, host_timesteps=False),
+                compile_vae=None, compile_text_encoder=None, quantize=None, host_timesteps=False),
 }
+
+#: diffusion-fast's Inductor flags (``torch._inductor.config``), given to one ``torch.compile`` call
+#: at a time as its ``options``, with ``triton.cudagraphs`` (what ``mode="reduce-overhead"`` sets):
+#: 1x1 convolutions as matrix products, coordinate-descent tuning of each generated kernel's launch
+#: configuration, and no epilogue fusion. Not ``max_autotune``: its first compile of sd15's UNet was
+#: still autotuning after 8 minutes on the H100 (``../shared/gpu.md``).
+INDUCTOR_FLAGS = {"triton.cudagraphs": True, "conv_1x1_as_mm": True, "coordinate_descent_tuning": True,
+                  "coordinate_descent_check_all_directions": True, "epilogue_fusion": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +80,7 @@ class Stage:
     trace_unet: Any = INHERIT
     compile: Any = INHERIT
     compile_vae: Any = INHERIT
+    compile_text_encoder: Any = INHERIT
     quantize: Any = INHERIT
     host_timesteps: Any = INHERIT
     #: Needs of this stage alone (not inherited: a CUDA-only parent flag such as TF32 is a no-op on CPU).
@@ -84,8 +94,8 @@ STAGES: tuple[Stage, ...] = (
     # -- the guide's ladder: each row adds one thing to the row above -------------------------
     Stage("fp32", None, "the guide's original: float32, TF32 off, classic attention",
           dtype="float32", tf32=False, attention="classic", channels_last=False,
-          fuse_qkv=False, trace_unet=False, compile=None, compile_vae=None, quantize=None, host_timesteps=False,
-          families=UNET),
+          fuse_qkv=False, trace_unet=False, compile=None, compile_vae=None, compile_text_encoder=None, quantize=None,
+          host_timesteps=False, families=UNET),
     Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",), families=UNET),
     Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16",
           families=UNET),
@@ -117,6 +127,14 @@ STAGES: tuple[Stage, ...] = (
           "+ SDPA on cuDNN's fused attention kernel first (Hopper), not FlashAttention-2",
           attention="cudnn", requires=("cuda", "compile", "cudnn_attention"), min_effect=0.03,
           parent_in={"sd": "sync_free"}),
+    Stage("compile_text_encoder", "cudnn_attention", "+ the text encoder compiled with CUDA graphs",
+          compile_text_encoder={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"),
+          min_effect=0.03, families=("sd",)),
+    Stage("inductor_flags", "cudnn_attention",
+          "+ diffusion-fast's Inductor flags on the denoiser and the VAE: 1x1 convolutions as matmuls, "
+          "coordinate-descent tuning, no epilogue fusion",
+          compile={"fullgraph": True, "options": INDUCTOR_FLAGS}, compile_vae={"fullgraph": True, "options": INDUCTOR_FLAGS},
+          requires=("cuda", "compile"), min_effect=0.03, parent_in={"sd": "compile_text_encoder"}),
     # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------
     Stage("int8", "compile", "+ torchao dynamic int8 activations and int8 weights (diffusion-fast)",
           quantize="int8", requires=("compile", "torchao")),
@@ -165,7 +183,10 @@ _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transforme
             ("sd",): "the guide's torch.jit.trace passes the UNet only (sample, timestep, text); {family}'s UNet "
                      "also takes added conditioning (text_embeds, time_ids)",
             "sync_free": "the per-step syncs it removes are DDIM's; {family}'s scheduler steps by a host-side index "
-                         "and has none"}
+                         "and has none",
+            "compile_text_encoder": "it is declared for Stable Diffusion 1.x/2.x, whose encode_prompt copies each "
+                                    "output before the encoder's next call; SDXL's keeps its pooled embedding across "
+                                    "that call, which replaying a CUDA graph overwrites"}
 
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 #: The stages declared here; others come from the ``pytest_perf_stages`` hook (:func:`register`).

@@ -54,7 +54,7 @@ def test_skip_reasons_without_cuda():
 
 def test_each_family_has_its_ladder_in_the_one_registry():
     assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
-                                   "cudnn_attention", "int8", "fp8"]
+                                   "cudnn_attention", "inductor_flags", "int8", "fp8"]
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     assert stages.names("sd") == stages.names()  # SD 1.5: the whole guide
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
@@ -90,6 +90,30 @@ def test_cudnn_attention_builds_on_each_familys_best_stage_and_restores_sdpas_or
     assert torch._C._get_sdp_priority_order() == default and not torch.backends.cuda.matmul.allow_tf32
     if not torch.cuda.is_available():
         assert requirements.skip_reason(recipe).startswith("needs CUDA")
+
+
+def test_the_frontier_adds_the_text_encoders_graphs_then_diffusion_fasts_inductor_flags():
+    from perf import gate
+
+    assert [stages.parent("inductor_flags", family) for family in stages.FAMILIES] == \
+        ["compile_text_encoder", "cudnn_attention", "cudnn_attention"]
+    text = stages.recipe("compile_text_encoder")
+    assert text.compile_text_encoder == {"mode": "reduce-overhead", "fullgraph": True} and text.attention == "cudnn"
+    assert stages.recipe("cudnn_attention").compile_text_encoder is None
+    assert "pooled embedding" in stages.not_applicable("compile_text_encoder", "sdxl")
+    flags = stages.recipe("inductor_flags")
+    assert flags.compile_text_encoder is not None  # sd: on top of the text encoder's graphs
+    for compiled in (flags.compile, flags.compile_vae):
+        assert compiled["options"]["triton.cudagraphs"] and compiled["options"]["conv_1x1_as_mm"]
+        assert "mode" not in compiled  # torch.compile takes a mode or options, not both
+    assert stages.recipe("inductor_flags", "sdxl").compile_text_encoder is None
+    # CUDA graphs set through options are graph stages for the gate's floors, as mode="reduce-overhead" is
+    assert gate.replays_graphs("inductor_flags") and gate.replays_graphs("compile_text_encoder")
+    assert not gate.replays_graphs("compile")
+    torch = __import__("torch")
+    compiled = torch.compile(torch.nn.Conv2d(2, 2, 1), fullgraph=True,
+                             options={k: v for k, v in flags.compile["options"].items() if k != "triton.cudagraphs"})
+    assert compiled(torch.ones(1, 2, 4, 4)).shape == (1, 2, 4, 4)  # every flag is one Inductor knows
 
 
 def test_a_stage_named_for_a_family_it_does_not_fit_says_why():

@@ -51,16 +51,24 @@ def main(argv: list[str] | None = None) -> int:
     policy = gate.Policy(compare=True, allow_uncompared=args.allow_uncompared,
                          gpu_rounds=run.settings.get("gpu_rounds", 5))
     verdicts = [gate.judge(name, results[name], plan.stages[name], policy) for name in selected]
-    injected = (run.data.get("diffusers_perf") or {}).get("injected")
+    described = run.data.get("diffusers_perf") or {}
+    injected = described.get("injected")
     context = [f"{args.run} has faults injected on purpose ({', '.join(injected)}): judged, never a baseline"
                ] if isinstance(injected, dict) and injected else []
+    stopped = [stage for stage, verdict in (described.get("verdicts") or {}).items()
+               if isinstance(verdict, dict) and verdict.get("status") == "interrupted"]
+    unfinished = described.get("finished") is False or bool(stopped)  # its process ended, or was interrupted
+    if unfinished:
+        context.append(f"{args.run} is what its run had written when its process stopped"
+                       f"{' (interrupted in ' + ', '.join(stopped) + ')' if stopped else ''}: the stages it holds "
+                       "finished, the rest are unknown")
     report.terminal(verdicts, results, plan.not_selected(selected),
                     problems + context + [f"compared with {args.baseline}"], print)
     for verdict in verdicts:
         if verdict.failing:
             print(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}")
     line, code, _ = outcome.final(outcome.Run(verdicts=verdicts, compare=True, allow_uncompared=args.allow_uncompared,
-                                              baselines=[args.baseline.name]))
+                                              interrupted=unfinished, baselines=[args.baseline.name]))
     print(line)
     return code
 

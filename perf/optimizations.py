@@ -27,7 +27,24 @@ def process_flags(recipe: Recipe) -> Iterator[None]:
         stack.enter_context(tf32(recipe.tf32))
         if recipe.attention == "cudnn":
             stack.enter_context(cudnn_attention_first())
+            order = ",".join(str(backend) for backend in torch._C._get_sdp_priority_order())
+            stack.enter_context(compile_cache_key(f"diffusers-perf sdpa priority {order}"))
         yield
+
+
+def compile_cache_key(tag: str):
+    """Compiles made under ``tag`` never reuse, nor serve, a compile made under another.
+
+    Why: ``torch.compile``'s caches (AOTAutograd's and Inductor's, on disk and in the compile cache
+    this suite keeps) hash the traced graph, Inductor's options and the matmul precision, but not
+    SDPA's backend state: the kernel SDPA lowers to is chosen when AOTAutograd traces, from the
+    order and flags of that moment. A stage that only changes that state (``cudnn_attention``) then
+    got the graph compiled earlier for its parent. Seen on the H200: ``cudnn_attention`` compiled
+    after ``sync_free`` matched it kernel for kernel, and compiled first it ran 1001 kernels more
+    per generation (``reports/h200/frontier-dec4/``); reproduced on CPU with the backend flags
+    (``tests/test_stages.py``). ``torch.compiler.config.cache_key_tag`` is the key PyTorch adds to
+    every compile cache for this."""
+    return torch.compiler.config.patch(cache_key_tag=tag)
 
 
 @contextlib.contextmanager

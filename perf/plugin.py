@@ -347,6 +347,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     perf.records.setdefault(perf.nodes[report.nodeid], outcome.Record()).add(report.when, report.outcome, message)
     if perf.role == "controller":
         _merge(perf, report)
+    if report.when == "teardown" and perf.role != "worker" and perf.session is not None:
+        _write_json(perf.session.config, perf, checkpoint=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -785,15 +787,22 @@ def _session_seconds(perf: PerfSession) -> float:
     return round(perf.session_seconds if perf.session_seconds is not None else progress.process_seconds(), 1)
 
 
-def _write_json(config: pytest.Config, perf: PerfSession) -> None:
+def _write_json(config: pytest.Config, perf: PerfSession, checkpoint: bool = False) -> None:
     """``--benchmark-json``, written by the suite: pytest-benchmark's document when stages were timed
-    (or the A/B part alone), and one line that fails the run when it cannot be written."""
-    target = perf.json_target
+    (or the A/B part alone), and one line that fails the run when it cannot be written.
+
+    With ``checkpoint``, after each stage: the document so far, with ``"finished": false``, written
+    quietly (the last write reports any problem). Why: pytest-benchmark writes the file only as the
+    session ends, and a process that dies without ending it loses every stage it measured. On the
+    H200 a ``timeout -s INT`` that reached Inductor's coordinate-descent tuning ended the process at
+    once, with no KeyboardInterrupt, no verdict line and an empty JSON, and with it the two stages
+    it had finished (``reports/h200/frontier-dec4/``)."""
+    bs = getattr(config, "_benchmarksession", None)
+    target = perf.json_target or (getattr(bs, "json", None) if checkpoint else None)
     if not target:
         return
     import json
 
-    bs = getattr(config, "_benchmarksession", None)
     # A stage interrupted while it was timed leaves pytest-benchmark an entry the suite never
     # described (no stage, no recipe): the JSON holds the stages that finished, so that it can be
     # judged again (python -m perf.compare) like any stored run.
@@ -807,23 +816,31 @@ def _write_json(config: pytest.Config, perf: PerfSession) -> None:
             config=config, benchmarks=finished, include_data=True, machine_info=bs.get_machine_info(),
             commit_info=commit_info)
         config.hook.pytest_benchmark_update_json(config=config, benchmarks=finished, output_json=document)
+        document["diffusers_perf"]["finished"] = not checkpoint
         text = safe_dumps(document, ensure_ascii=True, indent=4)
     elif perf.ab_verdicts:
         text = json.dumps({"diffusers_perf": {"hardware_key": perf.key, "settings": perf.settings.describe(),
-                                              "session_seconds": _session_seconds(perf),
+                                              "session_seconds": _session_seconds(perf), "finished": not checkpoint,
                                               "ab": report.ab_json(perf.settled(AB), perf.ab)}}, indent=2)
+    elif checkpoint:
+        return
     else:
         perf.problems.append("--benchmark-json not written (nothing was timed)")
         return
     name = target.name if hasattr(target, "write") else target
     try:
         if hasattr(target, "write"):  # pytest-benchmark before 5.3 hands an open file
+            target.seek(0)
+            target.truncate()
             target.write(text.encode() if "b" in getattr(target, "mode", "") else text)
             target.flush()
         else:
-            with open(target, "w", encoding="utf-8") as handle:
-                handle.write(text)
+            partial = Path(f"{target}.partial")
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, target)  # a process killed while writing leaves the last whole document
     except OSError as exc:
-        perf.problems.append(f"--benchmark-json {shown(Path(name))} not written ({_why(exc)})")
+        if not checkpoint:
+            perf.problems.append(f"--benchmark-json {shown(Path(name))} not written ({_why(exc)})")
         return
-    perf.context.append(f"JSON written: {shown(Path(name))}")
+    if not checkpoint:
+        perf.context.append(f"JSON written: {shown(Path(name))}")

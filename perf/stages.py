@@ -54,14 +54,6 @@ FAMILY_BASE: dict[str, dict[str, Any]] = {
                 compile_vae=None, compile_text_encoder=None, quantize=None, host_timesteps=False),
 }
 
-#: diffusion-fast's Inductor flags (``torch._inductor.config``), given to one ``torch.compile`` call
-#: at a time as its ``options``, with ``triton.cudagraphs`` (what ``mode="reduce-overhead"`` sets):
-#: 1x1 convolutions as matrix products, coordinate-descent tuning of each generated kernel's launch
-#: configuration, and no epilogue fusion. Not ``max_autotune``: its first compile of sd15's UNet was
-#: still autotuning after 8 minutes on the H100 (``../shared/gpu.md``).
-INDUCTOR_FLAGS = {"triton.cudagraphs": True, "conv_1x1_as_mm": True, "coordinate_descent_tuning": True,
-                  "coordinate_descent_check_all_directions": True, "epilogue_fusion": False}
-
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -130,11 +122,6 @@ STAGES: tuple[Stage, ...] = (
     Stage("compile_text_encoder", "cudnn_attention", "+ the text encoder compiled with CUDA graphs",
           compile_text_encoder={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"),
           min_effect=0.03, families=("sd",)),
-    Stage("inductor_flags", "cudnn_attention",
-          "+ diffusion-fast's Inductor flags on the denoiser and the VAE: 1x1 convolutions as matmuls, "
-          "coordinate-descent tuning, no epilogue fusion",
-          compile={"fullgraph": True, "options": INDUCTOR_FLAGS}, compile_vae={"fullgraph": True, "options": INDUCTOR_FLAGS},
-          requires=("cuda", "compile"), min_effect=0.03, parent_in={"sd": "compile_text_encoder"}),
     # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------
     Stage("int8", "compile", "+ torchao dynamic int8 activations and int8 weights (diffusion-fast)",
           quantize="int8", requires=("compile", "torchao")),

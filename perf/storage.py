@@ -129,6 +129,8 @@ def validate(data, injected_ok: bool = False) -> str | None:
     if injected and not injected_ok:
         names = ", ".join(injected) if isinstance(injected, dict) else str(injected)
         return f"a run with faults injected on purpose ({names}), never a baseline"
+    if (data.get("diffusers_perf") or {}).get("finished") is False and not injected_ok:
+        return "the file a run writes after each stage, from a run that never finished: never a baseline"
     for field in ("software", "settings"):
         value = (data.get("diffusers_perf") or {}).get(field)
         if value is not None and not isinstance(value, dict):

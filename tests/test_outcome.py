@@ -276,6 +276,40 @@ def test_ctrl_c_while_a_stage_is_timed_says_interrupted_and_saves_nothing(suite)
     assert "not saved" in last and len(suite.saved()) == 1
     # The JSON holds the stage that finished, readable as a stored run (python -m perf.compare).
     assert list(storage.read(suite.pytester.path / "ctrl-c.json").entries()) == ["fp32"]
+    from perf import compare  # ... and judged so, it never says PASS
+
+    assert compare.main([str(suite.saved()[0]), str(suite.pytester.path / "ctrl-c.json")]) == 2
+
+
+#: A process that ends at once after its first stage, as one killed by a signal it cannot handle does.
+SUDDEN_DEATH = """
+import os
+
+def pytest_runtest_logfinish(nodeid, location):
+    if nodeid.endswith("[fp32]"):
+        os._exit(7)
+"""
+
+
+def test_a_process_that_dies_mid_run_leaves_the_stages_it_finished_marked_unfinished(suite, capsys):
+    from perf import compare
+
+    died = suite.run(*FAST2, "--benchmark-json=died.json", plugins={"sudden_death": SUDDEN_DEATH})
+    assert died.ret == 7
+    path = suite.pytester.path / "died.json"
+    data = json.loads(path.read_text())
+    assert [bench["extra_info"]["stage"] for bench in data["benchmarks"]] == ["fp32"]
+    assert data["diffusers_perf"]["finished"] is False
+    assert "never finished" in storage.validate(data)  # never a baseline
+    # Judged against a run that did finish, it never says PASS: the stages it lacks are unknown.
+    finished = suite.pytester.path / "finished.json"
+    finished.write_text(json.dumps(dict(data, diffusers_perf=dict(data["diffusers_perf"], finished=True))))
+    assert compare.main([str(finished), str(path)]) == 2
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("diffusers-perf: INTERRUPTED, 1 of 1 stages compared") and \
+        "when its process stopped" in out
+    whole = suite.run("--perf-stages=fp32", "--perf-size=32", "--benchmark-json=whole.json")
+    assert whole.ret == 0 and json.loads((suite.pytester.path / "whole.json").read_text())["diffusers_perf"]["finished"]
 
 
 @pytest.mark.parametrize("option", ["--benchmark-storage", "--perf-report", "--benchmark-json", "--benchmark-compare",

@@ -54,7 +54,7 @@ def test_skip_reasons_without_cuda():
 
 def test_each_family_has_its_ladder_in_the_one_registry():
     assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
-                                   "cudnn_attention", "inductor_flags", "int8", "fp8"]
+                                   "cudnn_attention", "int8", "fp8"]
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     assert stages.names("sd") == stages.names()  # SD 1.5: the whole guide
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
@@ -87,33 +87,62 @@ def test_cudnn_attention_builds_on_each_familys_best_stage_and_restores_sdpas_or
     with optimizations.process_flags(recipe):
         assert torch._C._get_sdp_priority_order()[0] == int(torch.nn.attention.SDPBackend.CUDNN_ATTENTION)
         assert torch.backends.cuda.matmul.allow_tf32
+        assert torch.compiler.config.cache_key_tag.startswith("diffusers-perf sdpa priority ")
     assert torch._C._get_sdp_priority_order() == default and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.compiler.config.cache_key_tag == ""
+    with optimizations.process_flags(stages.recipe("sync_free")):
+        assert torch.compiler.config.cache_key_tag == ""  # the other stages keep their compile caches
     if not torch.cuda.is_available():
         assert requirements.skip_reason(recipe).startswith("needs CUDA")
 
 
-def test_the_frontier_adds_the_text_encoders_graphs_then_diffusion_fasts_inductor_flags():
+def test_compile_text_encoder_graphs_the_text_encoder_of_sd_alone(monkeypatch):
     from perf import gate
 
-    assert [stages.parent("inductor_flags", family) for family in stages.FAMILIES] == \
-        ["compile_text_encoder", "cudnn_attention", "cudnn_attention"]
+    assert stages.parent("compile_text_encoder", "sd") == "cudnn_attention"
     text = stages.recipe("compile_text_encoder")
     assert text.compile_text_encoder == {"mode": "reduce-overhead", "fullgraph": True} and text.attention == "cudnn"
     assert stages.recipe("cudnn_attention").compile_text_encoder is None
     assert "pooled embedding" in stages.not_applicable("compile_text_encoder", "sdxl")
-    flags = stages.recipe("inductor_flags")
-    assert flags.compile_text_encoder is not None  # sd: on top of the text encoder's graphs
-    for compiled in (flags.compile, flags.compile_vae):
-        assert compiled["options"]["triton.cudagraphs"] and compiled["options"]["conv_1x1_as_mm"]
-        assert "mode" not in compiled  # torch.compile takes a mode or options, not both
-    assert stages.recipe("inductor_flags", "sdxl").compile_text_encoder is None
-    # CUDA graphs set through options are graph stages for the gate's floors, as mode="reduce-overhead" is
-    assert gate.replays_graphs("inductor_flags") and gate.replays_graphs("compile_text_encoder")
+    assert "compile_text_encoder" not in stages.names("dit")
+    # CUDA graphs asked for through Inductor's options are graph stages for the gate, as the mode is
+    monkeypatch.setattr(stages, "STAGES", stages.STAGES)
+    monkeypatch.setattr(stages, "BY_NAME", dict(stages.BY_NAME))
+    stages.register(stages.Stage("graphs_by_option", "cudnn_attention", "CUDA graphs through options",
+                                 compile={"fullgraph": True, "options": {"triton.cudagraphs": True}}))
+    assert gate.replays_graphs("graphs_by_option") and gate.replays_graphs("compile_text_encoder")
     assert not gate.replays_graphs("compile")
+
+
+def test_a_compile_under_another_sdpa_state_never_reuses_the_cached_graph(tmp_path, monkeypatch):
+    """Why ``cudnn_attention`` keys its compiles: PyTorch's compile caches do not hash SDPA's state.
+    On CPU the priority order does not move SDPA's choice, its backend flags do: the same cache."""
+    import contextlib
+
+    from perf import optimizations
+
     torch = __import__("torch")
-    compiled = torch.compile(torch.nn.Conv2d(2, 2, 1), fullgraph=True,
-                             options={k: v for k, v in flags.compile["options"].items() if k != "triton.cudagraphs"})
-    assert compiled(torch.ones(1, 2, 4, 4)).shape == (1, 2, 4, 4)  # every flag is one Inductor knows
+    from torch._inductor.utils import run_and_get_code
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    query = torch.randn(1, 2, 16, 8)
+
+    def attention(q):
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    def lowered(*contexts) -> bool:  # whether the compiled code calls the fused (flash) kernel
+        torch._dynamo.reset()
+        with contextlib.ExitStack() as stack:
+            for context in contexts:
+                stack.enter_context(context)
+            _, code = run_and_get_code(torch.compile(attention, fullgraph=True), query)
+        return "flash_attention" in " ".join(code)
+
+    assert lowered()  # the fused kernel, by default
+    assert lowered(sdpa_kernel([SDPBackend.MATH]))  # the cache serves the fused graph: the flags are not hashed
+    assert not lowered(sdpa_kernel([SDPBackend.MATH]), optimizations.compile_cache_key("math only"))
+    torch._dynamo.reset()
 
 
 def test_a_stage_named_for_a_family_it_does_not_fit_says_why():

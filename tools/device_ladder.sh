@@ -6,7 +6,8 @@
 #   tools/device_ladder.sh NAME SECONDS PYTEST-ARGS...
 #
 # NAME names the files; SECONDS is the limit (SIGINT, so an interrupted run still says so and
-# writes its compile cache). The compile cache lives in ./compile-cache (carried between commands).
+# writes its compile cache; SIGKILL 20 s later if it has not ended: the JSON, rewritten after each
+# stage, still holds the stages that finished). The compile cache lives in ./compile-cache (carried between commands).
 set -u
 name=$1; limit=$2; shift 2
 out=${OUT:-/tmp/diffusers-perf-out}
@@ -14,7 +15,7 @@ work=/tmp/$name
 mkdir -p "$out" "$work" compile-cache
 before=$(ls baselines/*/ 2>/dev/null | sort)
 start=$(date +%s)
-timeout -s INT "$limit" python3 -m pytest perf -p no:cacheprovider --perf-compile-cache=compile-cache \
+timeout -s INT -k 20 "$limit" python3 -m pytest perf -p no:cacheprovider --perf-compile-cache=compile-cache \
   --benchmark-json="$work/$name.json" --perf-report="$work/$name.md" "$@" > "$work/$name.log" 2>&1
 echo "exit status $? after $(( $(date +%s) - start )) s" >> "$work/$name.log"
 for f in baselines/*/*.json; do

@@ -114,6 +114,7 @@ def test_compile_text_encoder_graphs_the_text_encoder_of_sd_alone(monkeypatch):
     assert not gate.replays_graphs("compile")
 
 
+@pytest.mark.slow
 def test_a_compile_under_another_sdpa_state_never_reuses_the_cached_graph(tmp_path, monkeypatch):
     """Why ``cudnn_attention`` keys its compiles: PyTorch's compile caches do not hash SDPA's state.
     On CPU the priority order does not move SDPA's choice, its backend flags do: the same cache."""

@@ -100,6 +100,7 @@ STEP_COMPONENTS = {
     "step_fastest": ("denoising step", "fastest step of each round"),
     "first": ("prompt and first step", "call to the first step's end"),
     "after": ("VAE decode and postprocessing", "last step's end to the images"),
+    "loop_median": ("denoising loop outside the denoiser", "each step's time outside the denoiser's call"),
 }
 #: Floors of the stored gate's step statistics, per device and kind of stage (as :data:`HOST_DRIFT`):
 #: what unchanged runs moved by between runs, with room above it.
@@ -124,7 +125,7 @@ STEP_MIN_EFFECT = {
     # thresholds fixed (Dec 3, reports/cpu/malloc/) eight reruns at the defaults moved it -4.5 ...
     # +13.2 % (bf16 -10.1 ... +1.4 %); the floors stay until the tests' reduced settings are measured
     # too. "first" and "after" are short parts of a CPU round (tens of ms at the tests' 64 px, 2 steps): they fail only when doubled.
-    ("cpu", "eager"): {"step_fastest": 0.50, "first": 1.00, "after": 1.00},
+    ("cpu", "eager"): {"step_fastest": 0.50, "first": 1.00, "after": 1.00, "loop_median": 1.00},
 }
 
 
@@ -136,9 +137,12 @@ STEP_MIN_EFFECT = {
 #: (``reports/cpu/ab-steps/``): 35 %. With glibc's malloc thresholds fixed (Dec 3,
 #: ``reports/cpu/malloc/``), 12 A/A stage-runs gave step ratios 0.934-1.115: 20 %. The 15 % step
 #: fault moved steps 1.129-1.162 there and fails on the whole generation (``AB_DEVICE_MIN_EFFECT``).
+#: "first" and "after" are short parts of a CPU round at the tests' settings (32 px, 2 steps): the
+#: tests' own A/A (``tests/test_ab.py::test_a_a_passes``) moved "first" +20.1 % on Dec 2 evening, a
+#: false alarm at 20 %: 30 % for both; the step fault is judged on the step and the whole generation.
 AB_STEP_MIN_EFFECT = {
     "cuda": {"step_fastest": 0.03, "first": 0.06, "after": 0.10},
-    "cpu": {"step_fastest": 0.20, "first": 0.20, "after": 0.20},
+    "cpu": {"step_fastest": 0.20, "first": 0.30, "after": 0.30},
 }
 
 
@@ -541,8 +545,8 @@ def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) 
     found = {}
     for field in STEP_COMPONENTS:
         before, after = base.get(field), now.get(field)
-        if not before or not after or not comparable(len(after), len(before)):
-            continue
+        if field not in floors or not before or not after or not comparable(len(after), len(before)):
+            continue  # not timed by both runs, or not judged on this device (no floor measured there)
         history = [fastest_half_median(values) for values in (step_timing(entry.get("extra_info")).get(field)
                                                               for entry in stage_plan.history) if values]
         found[field] = compare_latency(before, after, floors[field], history, statistic=STEP_STATISTIC)
@@ -700,7 +704,7 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
             if reference.gpu_seconds and reference.median else None)
     for field in STEP_COMPONENTS if host_paced(busy) else ():
         theirs, ours = reference.step_timing.get(field, []), candidate.step_timing.get(field, [])
-        if len(ours) == len(theirs) == len(ratios):
+        if field in floors and len(ours) == len(theirs) == len(ratios):
             comparison = fastest_halves(theirs, ours, floors[field])
             if comparison is not None:
                 steps[field] = comparison

@@ -55,14 +55,15 @@ def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
     return table
 
 
-STEP_HEADERS = ("stage", "first ms", "step ms (fastest)", "step ms (median)", "after ms", "steps",
-                "step change", "step threshold", "first change", "after change")
+STEP_HEADERS = ("stage", "first ms", "step ms (fastest)", "step ms (median)", "loop ms", "after ms", "steps",
+                "step change", "step threshold", "loop change", "first change", "after change")
 
 
 def step_rows(verdicts, results) -> list[tuple[str, ...]]:
     """Where each stage's time goes (:mod:`perf.steps`): medians over its timed rounds of the
-    prompt and first step, of each round's fastest and median step, and of the VAE decode and
-    postprocessing; the changes against the baseline the gate judged them by."""
+    prompt and first step, of each round's fastest and median step, of each step's time outside
+    the denoiser ("loop"), and of the VAE decode and postprocessing; the changes against the
+    baseline the gate judged them by."""
     table = []
     for verdict in verdicts:
         result = results.get(verdict.stage)
@@ -72,10 +73,11 @@ def step_rows(verdicts, results) -> list[tuple[str, ...]]:
         ms = {field: statistics.median(values) * 1000 for field, values in timing.items() if values}
         changes = {field: f"{(c.ratio - 1) * 100:+.1f}%" for field, c in (verdict.steps or {}).items()}
         step = (verdict.steps or {}).get("step_fastest")
+        loop = f"{ms['loop_median']:.2f}" if "loop_median" in ms else ""
         table.append((verdict.stage, f"{ms['first']:.1f}", f"{ms['step_fastest']:.2f}", f"{ms['step_median']:.2f}",
-                      f"{ms['after']:.1f}", str(result.extra.get("steps", "")), changes.get("step_fastest", ""),
-                      "" if step is None else f"{step.threshold * 100:.1f}%", changes.get("first", ""),
-                      changes.get("after", "")))
+                      loop, f"{ms['after']:.1f}", str(result.extra.get("steps", "")), changes.get("step_fastest", ""),
+                      "" if step is None else f"{step.threshold * 100:.1f}%", changes.get("loop_median", ""),
+                      changes.get("first", ""), changes.get("after", "")))
     return table
 
 

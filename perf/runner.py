@@ -178,6 +178,8 @@ class Runner:
         recipe = s.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
         self.clock = steps_module.StepClock()
+        denoiser = optimizations.denoiser_name(pipe)
+        self.clock.denoiser = getattr(pipe, denoiser, None) if denoiser else None
         self.before_timing(self, name)  # pytest_perf_before_timing (-p perf.inject's step delay)
         measured = timing.measure(benchmark, lambda: self.generate(pipe, s.steps), self.device, s.budget,
                                   compiled=recipe.compile is not None, phase=self.progress.phase,

@@ -16,6 +16,17 @@ each round is split at those host timestamps into
 * the steps between (steps 2..N, one sample each),
 * ``after``: from the last step's end to the synchronized images (VAE decode, postprocessing).
 
+Each step is split once more, at the host timestamps of the denoiser's own call (a forward
+pre-hook and hook on the pipeline's ``unet`` or ``transformer``, the compiled wrapper where there
+is one, never inside a graph): ``loop_median`` is each round's median over its steps of the time
+*outside* the denoiser's call: the scheduler's step, guidance, the latents' preparation, callbacks.
+Why: a whole process can run 10 % faster or slower than the one that recorded its baseline (CPU,
+``reports/cpu/malloc/``; H200 hosts, ``reports/h200/rerun-dec4/``), which hides a per-step
+slowdown of the same size; the loop outside the denoiser is a small part of each step, so a
+slower scheduler, a heavier pipeline loop or a callback that burns time moves it by several times
+its size, far beyond what the process's own speed does to it. A slowdown inside the denoiser
+moves the step, not this part.
+
 A pipeline whose ``__call__`` takes no ``callback_on_step_end`` (a custom ``--perf-model``) is
 timed as before, with no components.
 """
@@ -28,26 +39,37 @@ import statistics
 import time
 from collections.abc import Callable
 
-#: The per-round statistics stored in ``extra_info.step_timing`` (seconds, one value per timed round).
-FIELDS = ("first", "step_fastest", "step_median", "after")
+#: The per-round statistics stored in ``extra_info.step_timing`` (seconds, one value per timed round);
+#: ``loop_median`` only where the denoiser's calls were timed, with two steps or more.
+FIELDS = ("first", "step_fastest", "step_median", "after", "loop_median")
 
 
 @dataclasses.dataclass
 class Round:
-    """One timed round split at its steps' ends."""
+    """One timed round split at its steps' ends (and, where timed, at its denoiser's calls)."""
 
     first: float
     steps: list[float]  # steps 2..N
     after: float
+    loop: list[float] | None = None  # steps 2..N: each step's time outside the denoiser's calls
 
     @classmethod
-    def of(cls, start: float, marks: list[float], end: float) -> Round:
-        return cls(first=marks[0] - start, steps=[b - a for a, b in zip(marks, marks[1:])], after=end - marks[-1])
+    def of(cls, start: float, marks: list[float], end: float,
+           calls: list[tuple[float, float]] | None = None) -> Round:
+        steps = [b - a for a, b in zip(marks, marks[1:])]
+        loop = None
+        if calls is not None:
+            inside = [sum(t1 - t0 for t0, t1 in calls if a <= t0 and t1 <= b) for a, b in zip(marks, marks[1:])]
+            loop = [step - denoiser for step, denoiser in zip(steps, inside)]
+        return cls(first=marks[0] - start, steps=steps, after=end - marks[-1], loop=loop)
 
     def summary(self) -> dict[str, float]:
         steps = self.steps or [self.first]  # one step: its only sample includes the prompt
-        return {"first": self.first, "step_fastest": min(steps), "step_median": statistics.median(steps),
-                "after": self.after}
+        found = {"first": self.first, "step_fastest": min(steps), "step_median": statistics.median(steps),
+                 "after": self.after}
+        if self.loop:
+            found["loop_median"] = statistics.median(self.loop)
+        return found
 
 
 def supports(pipe) -> bool:
@@ -64,7 +86,11 @@ class StepClock:
     def __init__(self) -> None:
         self.rounds: list[Round] = []
         self._marks: list[float] = []
+        self._calls: list[list[float]] = []
         self.burn: Callable[[], object] | None = None  # --perf-inject-step-delay (perf.inject)
+        #: The pipeline's denoiser (as the pipeline calls it: a compiled wrapper where compiled), whose
+        #: calls the timed rounds split each step at; None: steps are not split.
+        self.denoiser = None
 
     def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         if self.burn is not None:
@@ -76,19 +102,44 @@ class StepClock:
         """``call`` recording its round's components; what is timed around it is unchanged."""
 
         def round_with_steps():
-            self._marks = []
-            start = time.perf_counter()
-            result = call()
-            end = time.perf_counter()
+            self._marks, self._calls = [], []
+            hooks = self._watch()
+            try:
+                start = time.perf_counter()
+                result = call()
+                end = time.perf_counter()
+            finally:
+                for hook in hooks:
+                    hook.remove()
             if self._marks:
-                self.rounds.append(Round.of(start, self._marks, end))
+                calls = [(t0, t1) for t0, t1 in self._calls if t1 is not None] if hooks else None
+                self.rounds.append(Round.of(start, self._marks, end, calls))
             return result
 
         return round_with_steps
 
+    def _watch(self) -> list:
+        """Hooks on the denoiser for one timed round only: the counting and profiled rounds, and
+        every other stage, run as they did."""
+        module = self.denoiser
+        if module is None:
+            return []
+
+        def enter(_module, _args):
+            self._calls.append([time.perf_counter(), None])
+
+        def leave(_module, _args, _output):
+            if self._calls:
+                self._calls[-1][1] = time.perf_counter()
+
+        try:
+            return [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+        except (AttributeError, RuntimeError):  # not an nn.Module, or one that takes no hooks
+            return []
+
     def summary(self) -> dict[str, list[float]] | None:
-        """Per timed round, each of :data:`FIELDS`, compact enough to store with the run."""
+        """Per timed round, each of :data:`FIELDS` that every round has, compact enough to store."""
         if not self.rounds:
             return None
         rows = [r.summary() for r in self.rounds]
-        return {field: [round(row[field], 7) for row in rows] for field in FIELDS}
+        return {field: [round(row[field], 7) for row in rows] for field in FIELDS if all(field in row for row in rows)}

@@ -31,8 +31,56 @@ def test_a_round_is_split_at_its_steps_ends_and_only_wrapped_rounds_are_kept():
     first = clock.rounds[0]
     assert len(first.steps) == 3 and first.first >= 0.004 and first.after >= 0.006
     summary = clock.summary()
-    assert sorted(summary) == sorted(steps.FIELDS) and all(len(v) == 2 for v in summary.values())
+    assert sorted(summary) == sorted(set(steps.FIELDS) - {"loop_median"})  # no denoiser watched
+    assert all(len(v) == 2 for v in summary.values())
     assert summary["step_fastest"][0] <= summary["step_median"][0]
+
+
+def test_each_step_is_split_at_the_denoisers_call_and_only_timed_rounds_carry_hooks():
+    """The loop outside the denoiser is a small part of a step: a burn at each step's end moves it
+    by many times its size, where the step moves by the burn alone."""
+    torch = __import__("torch")
+
+    class Denoiser(torch.nn.Module):
+        def forward(self, x):
+            time.sleep(0.004)
+            return x
+
+    denoiser = Denoiser()
+    clock = steps.StepClock()
+    clock.denoiser = denoiser
+
+    def generate(n=5, scheduler=0.0005):
+        for step in range(n):
+            denoiser(torch.zeros(1))
+            time.sleep(scheduler)
+            clock.on_step_end(None, step, step, {})
+
+    timed = clock.timed(generate)
+    timed()
+    assert not denoiser._forward_hooks and not denoiser._forward_pre_hooks  # removed after the round
+    clock.burn = lambda: time.sleep(0.004)
+    timed()
+    quiet, burnt = clock.rounds
+    assert len(quiet.loop) == len(quiet.steps) == 4
+    assert all(0.0004 < loop < 0.003 for loop in quiet.loop)  # the scheduler's sleep, not the denoiser's
+    summary = clock.summary()
+    assert summary["loop_median"][1] > 3 * summary["loop_median"][0]
+    assert summary["step_median"][1] < 2 * summary["step_median"][0]
+
+
+def test_the_loop_outside_the_denoiser_is_judged_where_its_floor_was_measured():
+    assert "loop_median" in gate.step_min_effect("fp32", "cpu")
+    assert "loop_median" not in gate.step_min_effect("sdpa", "cuda")  # not judged until measured there
+    base = entry(0.0260)
+    base["extra_info"]["step_timing"]["loop_median"] = [0.0005 + 0.00001 * i for i in range(8)]
+    now = entry(0.0260)
+    now["extra_info"]["step_timing"]["loop_median"] = [0.0045 + 0.00001 * i for i in range(8)]
+    plan = baselines.StagePlan("fp32", entry=base, history=[base])
+    compared = gate.compare_steps(base, now["extra_info"], plan, "cpu")
+    assert compared["loop_median"].regressed and not compared["step_fastest"].regressed
+    assert gate._step_detail("loop_median", compared["loop_median"]).startswith("denoising loop outside the denoiser +")
+    assert "loop_median" not in gate.compare_steps(base, now["extra_info"], plan, "cuda")
 
 
 def test_pipelines_with_a_step_callback_are_recognised():
@@ -136,6 +184,7 @@ def test_a_fault_only_timing_can_see_fails_the_step_gate_stored_and_in_a_b(suite
     slow = suite.run(*fast, "--benchmark-compare", "--perf-inject-step-delay=2.0", "--benchmark-json=slow.json")
     assert slow.ret == pytest.ExitCode.TESTS_FAILED, slow.stdout.str()
     slow.stdout.fnmatch_lines(["REGRESSION fp32: *denoising step +*> threshold *(fastest step of each round*"])
+    slow.stdout.fnmatch_lines(["REGRESSION fp32: *denoising loop outside the denoiser +*"])
     # The fault is stored with the stage (pytest_perf_stage_extra), and the run says it was injected.
     stored = json.loads((suite.pytester.path / "slow.json").read_text())
     assert stored["benchmarks"][0]["extra_info"]["injected_step_delay"] == 2.0

@@ -1,6 +1,6 @@
 """Each run of a campaign against its recording (record.json in the same folder), on the statistics
-the stored gate reads: the fastest half of the rounds' fastest steps, of their "first" part, and the
-fastest round. reports/cpu/malloc/.
+the stored gate reads: the fastest half of the rounds' fastest steps, of their "first" part, of the
+loop outside the denoiser where recorded, and the fastest round. reports/cpu/malloc/, reports/cpu/loop/.
 
     python tools/steps_vs_record.py reports/cpu/malloc/after
 """
@@ -24,4 +24,8 @@ for path in sorted(glob.glob(f"{folder}/*.json")):
                    f"({(steps / base_steps - 1) * 100:+5.1f}%) "
                    f"first {(first / base_first - 1) * 100:+5.1f}% "
                    f"fastest round {(bench['stats']['min'] / base['stats']['min'] - 1) * 100:+5.1f}%")
+        loops = bench["extra_info"]["step_timing"].get("loop_median"), base["extra_info"]["step_timing"].get("loop_median")
+        if all(loops):  # each step's time outside the denoiser (perf.steps), where both runs have it
+            loop, base_loop = (fastest_half(values) for values in loops)
+            row[-1] += f" loop {loop * 1e3:5.3f} ms ({(loop / base_loop - 1) * 100:+6.1f}%)"
     print(f"{os.path.basename(path)[:-5]:12s}", " | ".join(row))

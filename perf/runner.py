@@ -173,13 +173,17 @@ class Runner:
         return pipe(pipelines.PROMPT, num_inference_steps=steps, height=s.size, width=s.size,
                     num_images_per_prompt=s.batch, generator=generator, output_type="np", **extra).images
 
+    def watch_denoiser(self, pipe) -> None:
+        """Split each timed round's steps at the denoiser's call (``loop_median``, :mod:`perf.steps`)."""
+        denoiser = optimizations.denoiser_name(pipe)
+        self.clock.denoiser = getattr(pipe, denoiser, None) if denoiser else None
+
     def measure(self, benchmark, name: str, pipe) -> StageResult:
         s = self.settings
         recipe = s.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
         self.clock = steps_module.StepClock()
-        denoiser = optimizations.denoiser_name(pipe)
-        self.clock.denoiser = getattr(pipe, denoiser, None) if denoiser else None
+        self.watch_denoiser(pipe)
         self.before_timing(self, name)  # pytest_perf_before_timing (-p perf.inject's step delay)
         measured = timing.measure(benchmark, lambda: self.generate(pipe, s.steps), self.device, s.budget,
                                   compiled=recipe.compile is not None, phase=self.progress.phase,

@@ -74,6 +74,7 @@ def serve(requests, reply) -> None:
                     runner = Runner(settings)
                     stack.enter_context(optimizations.process_flags(settings.recipe(name)))
                     pipe = runner.build(name)
+                    runner.watch_denoiser(pipe)
                     pin(settings.affinity)
                     injected = request.get("inject") or {}
                     if injected.get("host_delay"):

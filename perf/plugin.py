@@ -70,7 +70,6 @@ class PerfSession:
     problems: list[str] = dataclasses.field(default_factory=list)  # outputs asked for and not written
     session: pytest.Session | None = None
     json_target: object = None  # --benchmark-json: written by the suite (_write_json), never by pytest-benchmark
-    json_checkpointed: bool = False  # written after some stage already (_write_json(checkpoint=True))
     report_written: bool = False
     deselected: bool = False  # some stage's test was deselected (-k, -m)
     role: str = "serial"  # or, under pytest-xdist, "controller" / "worker" (perf.distribute)
@@ -834,7 +833,7 @@ def _write_json(config: pytest.Config, perf: PerfSession, checkpoint: bool = Fal
         return  # a device or a pipe (/dev/stdout): written once, as the session ends
     try:
         if hasattr(target, "write"):  # pytest-benchmark before 5.3 hands an open file
-            if checkpoint or perf.json_checkpointed:  # over the last checkpoint
+            if target.seekable() and target.tell() > 0:  # over the last checkpoint
                 target.seek(0)
                 target.truncate()
             target.write(text.encode() if "b" in getattr(target, "mode", "") else text)
@@ -846,7 +845,6 @@ def _write_json(config: pytest.Config, perf: PerfSession, checkpoint: bool = Fal
         else:
             with open(target, "w", encoding="utf-8") as handle:
                 handle.write(text)
-        perf.json_checkpointed = perf.json_checkpointed or checkpoint
     except OSError as exc:
         if not checkpoint:
             perf.problems.append(f"--benchmark-json {shown(Path(name))} not written ({_why(exc)})")

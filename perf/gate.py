@@ -111,7 +111,12 @@ STEP_MIN_EFFECT = {
     # the same machine, moved it +11.4 % (tf32), +11.1 % (fp16), +57.6 % (sdpa), +25.6 % (bf16),
     # -21.1 % (fused_qkv), "first" up to +80.2 % and "after" up to +25.6 %, GPU time within 0.2 %.
     # A 10 % floor false-alarmed on 4 of 13 unchanged stage-runs; only A/B's pairs see 10 % there.
-    ("cuda", "eager"): {"step_fastest": 0.60, "first": 1.00, "after": 0.30},
+    # The loop outside the denoiser (loop_median) is host time on eager stages, 0.6-1.1 ms of a
+    # 31-39 ms step on the H200 (0013_h200, Dec 5): the 10 % host fault per step is 3 ms there,
+    # +300 % or more, where a slower host moves it in proportion, as it moves the step. On CUDA-graph
+    # stages it is mostly the scheduler's sync waiting for the replayed UNet (6.1-6.3 ms of 7.6), so
+    # a host fault moves it little: not judged there.
+    ("cuda", "eager"): {"step_fastest": 0.60, "first": 1.00, "after": 0.30, "loop_median": 1.00},
     # CUDA-graph stages, H200: on the median of rounds steps moved +7.9 % (cudagraphs, Dec 1), -11.1 %
     # (compile_vae) and -15.9 % (frontier, Dec 2). On the fastest half of rounds (STEP_STATISTIC),
     # over every stored unchanged pair (reports/h200/host-drift/replay.txt, reports/h200/rerun-dec3/)

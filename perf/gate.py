@@ -534,22 +534,34 @@ def step_timing(extra: dict | None) -> dict:
 #: moved +0.7 % and its GPU time +0.6 % (``reports/h200/components/``). Wall time and GPU time
 #: judge those stages.
 STEPS_HOST_PACED_BELOW = 0.85
+#: The loop outside the denoiser is judged only below this GPU busy share. Where the scheduler
+#: syncs each step (DDIM on device timesteps), the loop holds the wait for the GPU to finish the
+#: UNet's queued kernels, and a *faster* host waits longer: on a fresh H200 against 0013_h200
+#: (``reports/h200/loop/``) the loop of tf32, fp16, channels_last and traced_unet (GPU busy 43-59 %)
+#: grew +23 ... +144 % while their steps got 3-14 % faster. Where the GPU idles for most of the step
+#: (sdpa, bf16, fused_qkv: 25-30 %) it is host time alone: -9 ... -16 % unchanged, +509/+512 % under
+#: the 10 % host fault per step.
+LOOP_HOST_PACED_BELOW = 0.40
 
 
-def host_paced(gpu_busy: float | None) -> bool:
+def host_paced(gpu_busy: float | None, below: float = STEPS_HOST_PACED_BELOW) -> bool:
     """Whether a run's steps are paced by its host (unknown GPU busy share, as on CPU: yes)."""
-    return gpu_busy is None or gpu_busy < STEPS_HOST_PACED_BELOW
+    return gpu_busy is None or gpu_busy < below
 
 
 def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) -> dict[str, LatencyComparison]:
     """Each of :data:`STEP_COMPONENTS` that both runs timed, on :data:`STEP_STATISTIC`, against its
     floor and its own noise (within the baseline's rounds, and between the stored runs); none where
-    the baseline's GPU paced its steps (:data:`STEPS_HOST_PACED_BELOW`)."""
+    the baseline's GPU paced its steps (:data:`STEPS_HOST_PACED_BELOW`), and no loop where the GPU
+    was busy enough for the loop to hold a wait for it (:data:`LOOP_HOST_PACED_BELOW`)."""
     base_gpu = gpu_samples(bench)
-    if base_gpu and not host_paced(statistics.median(base_gpu) / bench["stats"]["median"]):
+    busy = statistics.median(base_gpu) / bench["stats"]["median"] if base_gpu else None
+    if not host_paced(busy):
         return {}
     base, now = step_timing(bench.get("extra_info")), step_timing(extra)
     floors = step_min_effect(stage_plan.stage, device)
+    if not host_paced(busy, LOOP_HOST_PACED_BELOW):
+        floors = {field: floor for field, floor in floors.items() if field != "loop_median"}
     found = {}
     for field in STEP_COMPONENTS:
         before, after = base.get(field), now.get(field)

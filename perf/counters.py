@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import re
 import sys
 from typing import TYPE_CHECKING, Callable
 
@@ -115,6 +116,47 @@ def device_counts(events) -> dict[str, int]:
         elif name in _RUNTIME:
             counts[_RUNTIME[name]] += 1
     return counts
+
+
+#: Inductor numbers the kernels it generates (``triton_poi_fused_add_3``); the number says nothing
+#: about what the kernel does, and differs between compiles of the same graph.
+_SERIAL = re.compile(r"_\d+$")
+
+
+def kernel_kind(name: str) -> str:
+    """A kernel's name without what varies between identical runs or says nothing of its kind:
+    C++ template arguments and parameters, Inductor's serial number; cut to 60 characters."""
+    if name.startswith("void "):
+        name = name[len("void "):]
+    for cut in "<(":
+        name = name.split(cut, 1)[0]
+    return _SERIAL.sub("", name.strip())[:60]
+
+
+def kernel_kinds(events) -> dict[str, int]:
+    """GPU kernels per :func:`kernel_kind` in one profiled generation.
+
+    Why: the ``kernels`` counter says that a generation ran 700 more kernels, not which; stored
+    beside it, the verdict can name the kinds that were added (:func:`most_added`): a lost fusion,
+    an extra op, or a choice Inductor made by timing kernels on the device (on the H200 one
+    unchanged compile ran 14 more kernels per step than the baseline's, ``reports/h200/loop/``)."""
+    import torch
+
+    cuda = torch.autograd.DeviceType.CUDA
+    found: dict[str, int] = {}
+    for event in events:
+        name = event.name()
+        if event.device_type() == cuda and not name.startswith(("Memcpy", "Memset")):
+            kind = kernel_kind(name)
+            found[kind] = found.get(kind, 0) + 1
+    return found
+
+
+def most_added(before: dict[str, int], after: dict[str, int], top: int = 3) -> str:
+    """The kernel kinds whose count grew most between two runs, for a verdict: ``+350 triton_poi_…``."""
+    grown = sorted(((after[kind] - before.get(kind, 0), kind) for kind in after if after[kind] > before.get(kind, 0)),
+                   key=lambda item: (-item[0], item[1]))
+    return ", ".join(f"{delta:+d} {kind}" for delta, kind in grown[:top])
 
 
 def count(call: Callable[[], object], device: torch.device, device_side: dict[str, int] | None = None) -> dict[str, int]:

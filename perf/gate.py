@@ -112,7 +112,7 @@ STEP_MIN_EFFECT = {
     # -21.1 % (fused_qkv), "first" up to +80.2 % and "after" up to +25.6 %, GPU time within 0.2 %.
     # A 10 % floor false-alarmed on 4 of 13 unchanged stage-runs; only A/B's pairs see 10 % there.
     # The loop outside the denoiser (loop_median) is host time on eager stages, 0.6-1.1 ms of a
-    # 31-39 ms step on the H200 (0013_h200, Dec 5): the 10 % host fault per step is 3 ms there,
+    # 31-39 ms step on the H200 (0013_h200): the 10 % host fault per step is 3 ms there,
     # +300 % or more, where a slower host moves it in proportion, as it moves the step. On CUDA-graph
     # stages it is mostly the scheduler's sync waiting for the replayed UNet (6.1-6.3 ms of 7.6), so
     # a host fault moves it little: not judged there.
@@ -500,7 +500,8 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     problems += _gpu_and_memory_problems(gpu, base_mem, mem, parts)
     problems += _compare_fail(policy.compare_fail, result.rounds, bench["stats"])
     changes = counters.compare((bench.get("extra_info") or {}).get("counters") or {}, result.extra.get("counters") or {})
-    failing_counters, reported = _counter_lines(changes, result.extra.get("steps"))
+    failing_counters, reported = _counter_lines(changes, result.extra.get("steps"), bench.get("extra_info"),
+                                                result.extra)
     problems += failing_counters
     problems += _quality_problems(bench, result.extra, stage_plan, source)
     fields.update(latency=latency, latency_median=latency_median, gpu=gpu, memory_ratio=memory_ratio,
@@ -621,9 +622,22 @@ def _quality_problems(bench: dict, extra: dict, stage_plan: StagePlan, source: s
             f"grew {10 ** ((before.psnr_db - now.psnr_db) / 10):.1f}x)"]
 
 
-def _counter_lines(changes, steps: int | None) -> tuple[list[str], list[str]]:
-    """The counter changes that fail the stage, and those only reported."""
-    return ([change.describe(steps) for change in changes if change.regressed],
+#: Counters whose failure line names the kernel kinds that were added, where both runs stored them.
+KERNEL_COUNTERS = ("kernels", "launches")
+
+
+def _counter_lines(changes, steps: int | None, before: dict | None = None,
+                   after: dict | None = None) -> tuple[list[str], list[str]]:
+    """The counter changes that fail the stage, and those only reported; ``before`` and ``after``:
+    the two runs' ``extra_info``, whose ``kernel_kinds`` say which kernels a failing count added."""
+    kinds = [(extra or {}).get("kernel_kinds") for extra in (before, after)]
+    added = counters.most_added(*kinds) if all(kinds) else ""
+
+    def failing(change) -> str:
+        line = change.describe(steps)
+        return f"{line}; most added: {added}" if added and change.spec.name in KERNEL_COUNTERS else line
+
+    return ([failing(change) for change in changes if change.regressed],
             [change.describe(steps) for change in changes if not change.regressed])
 
 

@@ -94,6 +94,8 @@ class Profiled:
     components: dict[str, list[float]] = dataclasses.field(default_factory=dict)
     #: GPU ms of each attention kernel in the first profiled round (:func:`attention_kernels`)
     attention_kernels: dict[str, float] = dataclasses.field(default_factory=dict)
+    #: GPU kernels per kind in the first profiled round (:func:`perf.counters.kernel_kinds`)
+    kernel_kinds: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=None) -> Profiled:
@@ -117,7 +119,7 @@ def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=
 
     if device.type != "cuda" or rounds <= 0:
         return Profiled([], {})
-    samples, device_counts, parts, attention = [], {}, [], {}
+    samples, device_counts, parts, attention, kinds = [], {}, [], {}, {}
     for index in range(rounds):
         with components.marked(pipe) if pipe is not None else contextlib.nullcontext([]) as labels:
             events = _trace(call)
@@ -129,6 +131,7 @@ def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=
         if index == 0:
             device_counts = counters.device_counts(events)
             attention = attention_kernels(events)
+            kinds = counters.kernel_kinds(events)
     names = set().union(*parts)
     by_component = {name: [part.get(name, 0.0) for part in parts] for name in sorted(names)} if all(parts) else {}
-    return Profiled(samples, device_counts, by_component, attention)
+    return Profiled(samples, device_counts, by_component, attention, kinds)

@@ -259,6 +259,8 @@ class Runner:
             extra["gpu_components"] = measured.gpu_components
         if measured.attention_kernels:  # which kernel SDPA ran, ms per generation (perf.gpu_time)
             extra["attention_kernels"] = measured.attention_kernels
+        if measured.kernel_kinds:  # which kernels a change in the kernel count added (perf.counters)
+            extra["kernel_kinds"] = measured.kernel_kinds
         if self._flops:
             extra.update(flops=self._flops, achieved_tflops=self._flops / median / 1e12, peak_tflops=peak / 1e12)
             if self._flops / median <= peak:  # float16 on CPU: the "peak" matmul is a slow fallback, no peak

@@ -147,6 +147,7 @@ class Measurement:
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     gpu_components: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # perf.components
     attention_kernels: dict[str, float] = dataclasses.field(default_factory=dict)  # perf.gpu_time
+    kernel_kinds: dict[str, int] = dataclasses.field(default_factory=dict)  # perf.counters.kernel_kinds
 
 
 def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
@@ -176,7 +177,7 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
     profiled, counted = profile_and_count(call, device, budget, phase, pipe)
     return Measurement(warmup_seconds=warmups, rounds=rounds, peak_memory_bytes=peak, result=result,
                        gpu_seconds=profiled.seconds, counters=counted, gpu_components=profiled.components,
-                       attention_kernels=profiled.attention_kernels)
+                       attention_kernels=profiled.attention_kernels, kernel_kinds=profiled.kernel_kinds)
 
 
 def profile_and_count(call: Callable, device: torch.device, budget: Budget,

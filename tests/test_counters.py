@@ -107,3 +107,48 @@ def test_injections_that_cannot_act_here_are_refused(suite, args, expected):
     result = suite.run("--perf-stages=fp32", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert expected in result.stderr.str()
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("triton_poi_fused_add_convolution_3", "triton_poi_fused_add_convolution"),  # Inductor's serial dropped
+    ("void at::native::elementwise_kernel<128, 2, at::native::gpu_kernel_impl<...>>(int, ...)",
+     "at::native::elementwise_kernel"),
+    ("nvjet_hsh_128x256_64x4_2x1_v_bz_coopB_NNT", "nvjet_hsh_128x256_64x4_2x1_v_bz_coopB_NNT"),
+])
+def test_kernel_kinds_keep_what_a_kernel_is(name, kind):
+    assert counters.kernel_kind(name) == kind
+
+
+def test_a_failing_kernel_count_names_the_kinds_it_added():
+    from perf import gate
+    from perf.gate import _counter_lines
+
+    before = {"counters": {"kernels": 31079}, "kernel_kinds": {"triton_poi_fused_add": 1000, "gemm": 500}}
+    after = {"counters": {"kernels": 31779},
+             "kernel_kinds": {"triton_poi_fused_add": 1000, "gemm": 500, "triton_poi_fused_constant_pad_nd": 700}}
+    changes = counters.compare(before["counters"], after["counters"])
+    [failing], reported = _counter_lines(changes, 50, before, after)
+    assert failing.endswith("most added: +700 triton_poi_fused_constant_pad_nd") and reported == []
+    [plain], _ = _counter_lines(changes, 50, {"counters": before["counters"]}, after)  # an older baseline
+    assert "most added" not in plain
+    assert gate.KERNEL_COUNTERS == ("kernels", "launches")
+    assert counters.most_added({"a": 3, "b": 1}, {"a": 5, "b": 9, "c": 2}) == "+8 b, +2 a, +2 c"
+
+
+def test_kernel_kinds_count_device_kernels_only():
+    class Event:
+        def __init__(self, name, device):
+            self._name, self._device = name, device
+
+        def name(self):
+            return self._name
+
+        def device_type(self):
+            return self._device
+
+    cuda, cpu = torch.autograd.DeviceType.CUDA, torch.autograd.DeviceType.CPU
+    events = [Event("triton_poi_fused_add_0", cuda), Event("triton_poi_fused_add_7", cuda),
+              Event("Memcpy HtoD (Pageable -> Device)", cuda), Event("Memset (Device)", cuda),
+              Event("aten::add", cpu), Event("cudaLaunchKernel", cpu)]
+    assert counters.kernel_kinds(events) == {"triton_poi_fused_add": 2}
+    assert sum(counters.kernel_kinds(events).values()) == counters.device_counts(events)["kernels"]

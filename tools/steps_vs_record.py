@@ -3,6 +3,9 @@ the stored gate reads: the fastest half of the rounds' fastest steps, of their "
 loop outside the denoiser where recorded, and the fastest round. reports/cpu/malloc/, reports/cpu/loop/.
 
     python tools/steps_vs_record.py reports/cpu/malloc/after
+    python tools/steps_vs_record.py reports/h200/loop baselines/NVIDIA_H200-x1/0013_h200.json
+
+A second argument names the recording elsewhere; stages it does not hold are left out.
 """
 import glob
 import json
@@ -13,11 +16,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from perf.gate import fastest_half_median as fastest_half  # noqa: E402  the stored gate's own statistic
 
 folder = sys.argv[1]
-recorded = {b["name"]: b for b in json.load(open(f"{folder}/record.json"))["benchmarks"]}
+record = sys.argv[2] if len(sys.argv) > 2 else f"{folder}/record.json"
+recorded = {b["name"]: b for b in json.load(open(record))["benchmarks"]}
 for path in sorted(glob.glob(f"{folder}/*.json")):
     row = []
     for bench in json.load(open(path))["benchmarks"]:
-        base = recorded[bench["name"]]
+        base = recorded.get(bench["name"])
+        if base is None or os.path.abspath(path) == os.path.abspath(record):
+            continue
         steps, first = (fastest_half(bench["extra_info"]["step_timing"][k]) for k in ("step_fastest", "first"))
         base_steps, base_first = (fastest_half(base["extra_info"]["step_timing"][k]) for k in ("step_fastest", "first"))
         row.append(f"{bench['extra_info']['stage']}: step {steps * 1e3:6.2f} ms "
@@ -28,4 +34,5 @@ for path in sorted(glob.glob(f"{folder}/*.json")):
         if all(loops):  # each step's time outside the denoiser (perf.steps), where both runs have it
             loop, base_loop = (fastest_half(values) for values in loops)
             row[-1] += f" loop {loop * 1e3:5.3f} ms ({(loop / base_loop - 1) * 100:+6.1f}%)"
-    print(f"{os.path.basename(path)[:-5]:12s}", " | ".join(row))
+    if row:
+        print(f"{os.path.basename(path)[:-5]:12s}", " | ".join(row))

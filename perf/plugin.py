@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import os
 import platform
 import statistics
@@ -175,12 +176,24 @@ def _register_added(config: pytest.Config) -> None:
                                     f"only, not {', '.join(added)} (added by a hook); select built-in ones for A/B")
 
 
+def quiet_compile_trace() -> None:
+    """Keep ``torch.compile``'s structured trace out of pytest's captured logs.
+
+    Why: its logger (``torch.__trace``) is always at DEBUG and reaches pytest's capture handlers,
+    so a failing compiled stage printed about 2,400 empty ``DEBUG torch.__trace`` lines under
+    "Captured log call" on the H200 (``reports/h200/loop/``). That trace is only written where
+    ``TORCH_TRACE`` (or ``TORCH_COMPILE_DEBUG=1``) asks for it, and then it is left alone."""
+    if not os.environ.get("TORCH_TRACE") and os.environ.get("TORCH_COMPILE_DEBUG", "0") != "1":
+        logging.getLogger("torch.__trace").disabled = True
+
+
 def _configure(config: pytest.Config) -> None:
     if not hasattr(config.option, "benchmark_storage"):
         raise pytest.UsageError("diffusers-perf needs pytest-benchmark: pip install pytest-benchmark")
     config._perf = None
     if not _targets_perf(config):
         return  # installed, but this run does not reach the ladder: judge, print and write nothing
+    quiet_compile_trace()
     role = distribute.role(config)
     gpus: list[str] = []
     workers = 0

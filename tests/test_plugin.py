@@ -31,3 +31,19 @@ def test_the_ladder_runs_from_another_folder_through_pyargs(pytester: pytest.Pyt
                                            "--perf-report=none", "-p", "no:cacheprovider")
     assert result.ret == 0, result.stdout.str()
     assert result.outlines[-1].startswith("diffusers-perf: PASS, 1 of 1 stages measured")
+
+
+def test_compile_trace_stays_out_of_captured_logs_unless_asked_for(monkeypatch):
+    import logging
+
+    from perf import plugin
+
+    trace = logging.getLogger("torch.__trace")
+    monkeypatch.setattr(trace, "disabled", False)
+    monkeypatch.setenv("TORCH_TRACE", "/tmp/trace")
+    plugin.quiet_compile_trace()
+    assert not trace.disabled  # the user asked for the trace: left alone
+    monkeypatch.delenv("TORCH_TRACE")
+    monkeypatch.delenv("TORCH_COMPILE_DEBUG", raising=False)
+    plugin.quiet_compile_trace()
+    assert trace.disabled

@@ -330,7 +330,7 @@ def select(folder: Path, selector: str, storage_root: Path) -> tuple[StoredRun |
     elif len(path.parts) > 2:
         return None, f"{selector!r} is no file, and not of the form NUM or KEY/NUM"
     files = storage.run_files(folder)
-    matching = [p for p in files if p.name.startswith(selector) or storage.RUN_FILE.match(p.name)["name"] == selector]
+    matching = [p for p in files if p.name.startswith(selector) or (storage.run_name_parts(p.name) or (0, ""))[1] == selector]
     if not matching:
         stored = ", ".join(p.name for p in files[-5:]) or "none"
         return None, f"no stored run in {storage.shown(folder)} matches {selector!r} (newest stored: {stored})"

@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import cast
 
 from . import baselines, gate, outcome, report, stages, storage
-from .results import StageResult
+from .results import StageExtra, StageResult
 
 
 def results_of(run: storage.StoredRun) -> dict[str, StageResult]:
     return {name: StageResult(stage=name, outcome="passed", rounds=list(bench["stats"]["data"]),
-                              extra=bench.get("extra_info") or {})
+                              extra=cast(StageExtra, bench.get("extra_info") or {}))
             for name, bench in run.entries().items()}
 
 

@@ -29,6 +29,7 @@ import bisect
 import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
 from .gpu_time import busy_seconds
 
@@ -40,7 +41,7 @@ MARK = "cudaEventRecord"
 DECODER = "vae"
 
 
-def modules(pipe) -> list[tuple[str, object]]:
+def modules(pipe) -> list[tuple[str, Any]]:
     """The pipeline's ``nn.Module`` components, by the names Diffusers gives them, in its order."""
     import torch
 

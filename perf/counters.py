@@ -176,7 +176,7 @@ def count(call: Callable[[], object], device: torch.device, device_side: dict[st
               "aten_ops": sum(1 for event in events if event.name().startswith("aten::"))}
     if trace_cuda:
         counts.update(device_counts(events))
-    elif device.type == "cuda":
+    elif device.type == "cuda" and device_side:
         counts.update(device_side)
     return counts
 

@@ -141,7 +141,7 @@ def entry_of(item: pytest.Item) -> dict | None:
     """The stage's entry as a stored run holds it, or None (not timed, failed to build, broken)."""
     fixture = getattr(item, "funcargs", {}).get("benchmark")
     stats = getattr(fixture, "stats", None)
-    if stats is None or fixture.has_error or not stats or not (fixture.extra_info or {}).get("stage"):
+    if fixture is None or stats is None or fixture.has_error or not stats or not (fixture.extra_info or {}).get("stage"):
         return None
     from pytest_benchmark.utils import safe_dumps
 

@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+from typing import Any, Callable, Mapping, Sequence
 
 from . import counters, quality, stages
 from .baselines import StagePlan, gpu_samples
@@ -182,7 +183,7 @@ def fastest_halves(reference: list[float], candidate: list[float], floor: float)
     )
 
 
-def _fastest_half(values: list[float]) -> list[float]:
+def _fastest_half(values: Sequence[float]) -> list[float]:
     return sorted(values)[:(len(values) + 1) // 2]
 
 
@@ -245,10 +246,10 @@ HOST_DRIFT = {
 #: **median** sees a regression that slows only some rounds, which the fastest round cannot: Python
 #: work near the point where the host stops keeping ahead of the GPU slowed 12 of 20 rounds of
 #: cudagraphs by 50 % and left the fastest unchanged (``reports/h100/wall/inject-host-0.9.log``).
-WALL_STATISTICS = {"fastest round": min, "median": statistics.median}
+WALL_STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {"fastest round": min, "median": statistics.median}
 
 
-def fastest_half_median(values: list[float]) -> float:
+def fastest_half_median(values: Sequence[float]) -> float:
     """The median of the fastest half of ``values``: a pace that a disturbance covering fewer than
     half the rounds cannot move, and that a fault slowing every round moves by its whole size."""
     return statistics.median(_fastest_half(values))
@@ -263,7 +264,7 @@ def fastest_half_median(values: list[float]) -> float:
 #: (sd15 sdpa, 0005 against the first eager rerun), +25.8 % at worst (bf16); compiled stages
 #: +29.9 % and +6.5 % (``reports/h200/host-drift/replay.txt``).
 STEP_STATISTIC = "fastest half of rounds"
-STATISTICS = {**WALL_STATISTICS, STEP_STATISTIC: fastest_half_median}
+STATISTICS: dict[str, Callable[[Sequence[float]], float]] = {**WALL_STATISTICS, STEP_STATISTIC: fastest_half_median}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,14 +343,14 @@ def component_order(names) -> list[str]:
     return sorted(set(names), key=lambda name: (order.index(name) if name in order else len(order), name))
 
 
-def gpu_components(extra: dict | None) -> dict[str, list[float]]:
+def gpu_components(extra: Mapping[str, Any] | None) -> dict[str, list[float]]:
     """``gpu_components`` of an ``extra_info`` (a stored entry's, or a result's extra), or {}."""
     found = extra.get("gpu_components") if isinstance(extra, dict) else None
     return found if isinstance(found, dict) else {}
 
 
 def compare_components(baseline: dict[str, list[float]], current: dict[str, list[float]],
-                       history: list[dict[str, list[float]]] = ()) -> dict[str, LatencyComparison]:
+                       history: Sequence[dict[str, list[float]]] = ()) -> dict[str, LatencyComparison]:
     """Each component's GPU busy time, judged as the whole GPU time is (its floor, its rank test),
     where both runs split it: a component that is a few percent of the total fails on its own."""
     found = {}
@@ -442,7 +443,7 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     """The verdict of one stage: ``result`` is a :class:`perf.runner.StageResult` (or None if not run)."""
     bench = stage_plan.entry if stage_plan is not None else None
     base_median = bench["stats"]["median"] if bench else None
-    source = stage_plan.baseline.path.name if bench else None
+    source = stage_plan.baseline.path.name if stage_plan is not None and stage_plan.baseline and bench else None
     if result is None or result.outcome == "skipped":
         message = result.message if result else "not run"
         if policy.compare and bench is not None:
@@ -456,10 +457,10 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
         return Verdict(name, Status.NOT_TIMED, "--benchmark-disable: generated once and checked, not timed")
     if not policy.compare:
         return Verdict(name, Status.MEASURED)
-    if bench is None:
+    if stage_plan is None or bench is None or source is None:
         return not_compared(name, stage_plan.reason if stage_plan else "no baseline", policy)
 
-    fields = dict(baseline_median=base_median, baseline=source)
+    fields: dict[str, Any] = dict(baseline_median=base_median, baseline=source)
     base_rounds = list(bench["stats"]["data"])
     if not comparable(len(result.rounds), len(base_rounds)):
         return not_compared(name, f"{len(result.rounds)} rounds against {len(base_rounds)} in {source}: "
@@ -598,7 +599,7 @@ def _gpu_and_memory_problems(gpu: LatencyComparison | None, base_mem: int | None
         problems.append(_regression_detail("GPU time", gpu))
     problems += [_regression_detail(f"{component_name(name)} GPU time", comparison)
                  for name, comparison in (parts or {}).items() if comparison.regressed]
-    if memory_regressed(base_mem, mem):
+    if base_mem and mem is not None and memory_regressed(base_mem, mem):
         problems.append(f"peak memory {base_mem / 2**30:.2f} -> {mem / 2**30:.2f} GiB "
                         f"(+{(mem / base_mem - 1) * 100:.1f}% > {MEMORY_THRESHOLD * 100:.0f}%)")
     return problems
@@ -630,8 +631,8 @@ def _counter_lines(changes, steps: int | None, before: dict | None = None,
                    after: dict | None = None) -> tuple[list[str], list[str]]:
     """The counter changes that fail the stage, and those only reported; ``before`` and ``after``:
     the two runs' ``extra_info``, whose ``kernel_kinds`` say which kernels a failing count added."""
-    kinds = [(extra or {}).get("kernel_kinds") for extra in (before, after)]
-    added = counters.most_added(*kinds) if all(kinds) else ""
+    kinds_before, kinds_after = ((extra or {}).get("kernel_kinds") for extra in (before, after))
+    added = counters.most_added(kinds_before, kinds_after) if kinds_before and kinds_after else ""
 
     def failing(change) -> str:
         line = change.describe(steps)

@@ -34,17 +34,18 @@ GPU_ROUNDS = 3
 
 def busy_seconds(intervals: Iterable[tuple[int, int]]) -> float:
     """Length of the union of ``(start_ns, end_ns)`` intervals, in seconds."""
+    spans = sorted(intervals)
+    if not spans:
+        return 0.0
     total = 0
-    current_start = current_end = None
-    for start, end in sorted(intervals):
-        if current_end is None or start > current_end:
-            if current_end is not None:
-                total += current_end - current_start
+    current_start, current_end = spans[0]
+    for start, end in spans[1:]:
+        if start > current_end:
+            total += current_end - current_start
             current_start, current_end = start, end
         elif end > current_end:
             current_end = end
-    if current_end is not None:
-        total += current_end - current_start
+    total += current_end - current_start
     return total / 1e9
 
 
@@ -121,7 +122,9 @@ def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=
         return Profiled([], {})
     samples, device_counts, parts, attention, kinds = [], {}, [], {}, {}
     for index in range(rounds):
-        with components.marked(pipe) if pipe is not None else contextlib.nullcontext([]) as labels:
+        marks: contextlib.AbstractContextManager[list] = (components.marked(pipe) if pipe is not None
+                                                           else contextlib.nullcontext([]))
+        with marks as labels:
             events = _trace(call)
         intervals = device_intervals(events)
         if not intervals:

@@ -39,7 +39,7 @@ def pytest_perf_prepare(pipe, stage: str, runner):
 
 
 @pytest.hookspec
-def pytest_perf_stage_extra(stage: str, runner) -> dict:
+def pytest_perf_stage_extra(stage: str, runner):
     """Return keys to store in stage ``stage``'s ``extra_info``: what a plugin changed, so that the
     stored run says so (the faults of ``-p perf.inject`` are stored as ``injected_*``)."""
 

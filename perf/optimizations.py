@@ -81,12 +81,20 @@ def denoiser_name(pipe) -> str | None:
     return None
 
 
+def the_denoiser(pipe) -> str:
+    """:func:`denoiser_name`, for code that only runs on a pipeline that has one."""
+    name = denoiser_name(pipe)
+    if name is None:
+        raise ValueError(f"{type(pipe).__name__} has neither a unet nor a transformer: no stage applies to it")
+    return name
+
+
 def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
           before_capture: Callable[[object], None] | None = None):
     """Prepare ``pipe`` as ``recipe`` says; returns the pipeline to time."""
     pipe.to(device, DTYPES[recipe.dtype])
     _set_attention(pipe, recipe.attention)
-    denoiser = denoiser_name(pipe)
+    denoiser = the_denoiser(pipe)
     if recipe.fuse_qkv:
         fuse = getattr(pipe, "fuse_qkv_projections", None) or getattr(pipe, denoiser).fuse_qkv_projections
         fuse()
@@ -131,7 +139,7 @@ def host_timesteps(pipe, device: torch.device) -> None:
     Here the scheduler computes exactly what it computed before (the same CPU scalars), so the
     images are unchanged; only the waiting goes.
     """
-    scheduler, denoiser = pipe.scheduler, getattr(pipe, denoiser_name(pipe))
+    scheduler, denoiser = pipe.scheduler, getattr(pipe, the_denoiser(pipe))
     set_timesteps = scheduler.set_timesteps
     copies: dict[int, torch.Tensor] = {}
 

@@ -60,6 +60,13 @@ class PipelineSpec:
     #: whose every stage runs in bfloat16 (Flux) is built in it, which halves the build's peak memory.
     build_dtype: str = "float32"
 
+    def part(self, name: str) -> dict:
+        """The config of component ``name``, which this pipeline's family must declare."""
+        config = getattr(self, name)
+        if config is None:
+            raise ValueError(f"pipeline {self.name!r} ({self.family}) declares no {name} config")
+        return config
+
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae["block_out_channels"]) - 1)
@@ -335,7 +342,7 @@ def _build_sd(spec: PipelineSpec, device: torch.device):
 
     tokenizer = build_tokenizer()
     with device:
-        unet, vae = UNet2DConditionModel(**spec.unet), AutoencoderKL(**spec.vae)
+        unet, vae = UNet2DConditionModel(**spec.part("unet")), AutoencoderKL(**spec.vae)
         text_encoder = _clip(spec.text_encoder, tokenizer)
     return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -349,9 +356,9 @@ def _build_sdxl(spec: PipelineSpec, device: torch.device):
 
     tokenizer = build_tokenizer()
     with device:
-        unet, vae = UNet2DConditionModel(**spec.unet), AutoencoderKL(**spec.vae)
+        unet, vae = UNet2DConditionModel(**spec.part("unet")), AutoencoderKL(**spec.vae)
         text_encoder = _clip(spec.text_encoder, tokenizer)
-        text_encoder_2 = _clip(spec.text_encoder_2, tokenizer, with_projection=True)
+        text_encoder_2 = _clip(spec.part("text_encoder_2"), tokenizer, with_projection=True)
     return StableDiffusionXLPipeline(
         vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
         tokenizer_2=tokenizer, unet=unet, scheduler=EulerDiscreteScheduler(**_SDXL_SCHEDULER),
@@ -364,9 +371,9 @@ def _build_flux(spec: PipelineSpec, device: torch.device):
 
     tokenizer, t5_tokenizer = build_tokenizer(), build_t5_tokenizer()
     with device:
-        transformer, vae = FluxTransformer2DModel(**spec.transformer), AutoencoderKL(**spec.vae)
+        transformer, vae = FluxTransformer2DModel(**spec.part("transformer")), AutoencoderKL(**spec.vae)
         text_encoder = _clip(spec.text_encoder, tokenizer)
-        text_encoder_2 = T5EncoderModel(T5Config(**spec.text_encoder_2, is_encoder_decoder=False))
+        text_encoder_2 = T5EncoderModel(T5Config(**spec.part("text_encoder_2"), is_encoder_decoder=False))
     return FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(**_FLUX_SCHEDULER), vae=vae, text_encoder=text_encoder,
         tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=t5_tokenizer, transformer=transformer,

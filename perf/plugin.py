@@ -32,12 +32,14 @@ import platform
 import statistics
 import tempfile
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from . import (ab, baselines, charts, compile_cache, counters, distribute, gate, options, outcome, pipelines, preflight,
                progress, report, stages, storage, worker)
-from .results import StageResult
+from .ab import ABResult
+from .results import StageExtra, StageResult
 from .runner import Runner
 
 PERF_DIR = Path(__file__).resolve().parent
@@ -82,7 +84,7 @@ class PerfSession:
         verdict = self.verdicts[name] = gate.judge(name, result, stage_plan, self.policy)
         return verdict
 
-    def judge_ab(self, name: str, result: ab.ABResult) -> gate.Verdict:
+    def judge_ab(self, name: str, result: ABResult) -> gate.Verdict:
         policy = dataclasses.replace(self.policy, compare=True)  # an A/B stage is always a comparison
         verdict = self.ab_verdicts[name] = gate.judge_ab(name, result, policy)
         return verdict
@@ -274,19 +276,20 @@ def _configure(config: pytest.Config) -> None:
         _load_compile_cache(config._perf)
 
 
-def _compile_cache_folder(perf: PerfSession) -> Path:
-    """This GPU model's files in the compile cache (perf.compile_cache): the single-GPU key's,
-    however many GPUs the host or the run has, since kernels depend on the model only."""
+def _compile_cache_folder(perf: PerfSession, root: Path) -> Path:
+    """This GPU model's files in the compile cache under ``root`` (perf.compile_cache): the single-GPU
+    key's, however many GPUs the host or the run has, since kernels depend on the model only."""
     model = baselines.hardware_key(baselines.single_gpu(perf.hardware))
-    return compile_cache.folder(perf.settings.compile_cache, model)
+    return compile_cache.folder(root, model)
 
 
 def _load_compile_cache(perf: PerfSession) -> None:
     """Before anything compiles: the kernels earlier runs on this hardware stored (perf.compile_cache)."""
-    if perf.settings.compile_cache is None or perf.runner.device.type != "cuda":
+    root = perf.settings.compile_cache
+    if root is None or perf.runner.device.type != "cuda":
         return
     perf.cache_before = counters.cache_state()
-    where = _compile_cache_folder(perf)
+    where = _compile_cache_folder(perf, root)
     paths = compile_cache.files(where)
     problems = compile_cache.load(paths)
     perf.context.extend(problems)
@@ -299,12 +302,14 @@ def _load_compile_cache(perf: PerfSession) -> None:
 def _save_compile_cache(perf: PerfSession) -> None:
     """A run that had to compile afresh adds what it compiled to the stored cache, unless a stage
     failed or a fault was injected (their graphs are not the ones later runs compile)."""
-    if perf.cache_before is None or perf.settings.injecting or compile_cache.misses_since(perf.cache_before) <= 0:
+    root = perf.settings.compile_cache
+    if (root is None or perf.cache_before is None or perf.settings.injecting
+            or compile_cache.misses_since(perf.cache_before) <= 0):
         return
     if any(v.status == "failed" for v in perf.verdicts.values()):
         return
     try:
-        path = compile_cache.save(_compile_cache_folder(perf))
+        path = compile_cache.save(_compile_cache_folder(perf, root))
     except Exception as exc:  # the cache only saves time: never fail a run over it
         perf.context.append(f"compile cache not written ({type(exc).__name__}: {exc})")
         return
@@ -390,7 +395,7 @@ def _merge(perf: PerfSession, report: pytest.TestReport) -> None:
     judged = distribute.verdict_of(report)
     for entry in distribute.entries(report):
         perf.judge(stage, StageResult(stage=stage, outcome="passed", rounds=list(entry["stats"]["data"]),
-                                      extra=entry.get("extra_info") or {}))
+                                      extra=cast(StageExtra, entry.get("extra_info") or {})))
         bs = getattr(perf.session.config, "_benchmarksession", None) if perf.session else None
         if bs is not None:
             bs.benchmarks.append(distribute.metadata(entry))
@@ -497,17 +502,18 @@ def _check_rounds(settings: options.Settings, plan: baselines.Plan) -> None:
         if stage_plan.entry is None:
             continue
         saved = len(stage_plan.entry["stats"]["data"])
+        source = stage_plan.baseline.path.name if stage_plan.baseline else "its baseline"
         if not gate.comparable(budget.min_rounds, saved):
             need = gate.fewest_rounds(saved)
             raise pytest.UsageError(
                 f"--perf-min-rounds={budget.min_rounds}: against the {saved} rounds of {name} in "
-                f"{stage_plan.baseline.path.name} the rank test cannot reach p <= {gate.ALPHA}; use at least {need}")
+                f"{source} the rank test cannot reach p <= {gate.ALPHA}; use at least {need}")
         gpu_saved = len(baselines.gpu_samples(stage_plan.entry))
         if budget.gpu_rounds and gpu_saved and not gate.comparable(budget.gpu_rounds, gpu_saved, gate.GPU_TIME_ALPHA):
             need = gate.fewest_rounds(gpu_saved, gate.GPU_TIME_ALPHA)
             raise pytest.UsageError(
                 f"--perf-gpu-rounds={budget.gpu_rounds}: against the {gpu_saved} profiled rounds of {name} in "
-                f"{stage_plan.baseline.path.name} the rank test cannot reach p <= {gate.GPU_TIME_ALPHA}; "
+                f"{source} the rank test cannot reach p <= {gate.GPU_TIME_ALPHA}; "
                 f"use at least {need}")
 
 
@@ -562,6 +568,7 @@ def _save(perf: PerfSession, output_json: dict, save: str) -> None:
         path = storage.save(folder, save, payload)
     except OSError as exc:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        fallback: Path | None = None
         for place in (Path.cwd(), Path(tempfile.gettempdir())):
             fallback = place / f"diffusers-perf-unsaved-{stamp}-{os.getpid()}.json"
             try:
@@ -672,15 +679,16 @@ def _why(exc: OSError) -> str:
 def _charts(config: pytest.Config, perf: PerfSession) -> list[charts.Chart]:
     """The ladder chart of this run, and each measured stage's trend over this hardware's stored runs."""
     results = perf.runner.results
-    measured = [(name, results[name].median, results[name].extra.get("gpu_median"))
-                for name in perf.settings.stages if name in results and results[name].median]
+    medians = {name: results[name].median for name in perf.settings.stages if name in results}
+    measured = [(name, median, results[name].extra.get("gpu_median")) for name, median in medians.items() if median]
     drawn = [charts.ladder(measured, f"{perf.settings.label} on {perf.key}", stages.root(perf.settings.family))]
     parts = []
     for name in perf.settings.stages:
         timing = results[name].extra.get("step_timing") if name in results else None
-        if timing:
+        whole = medians.get(name)
+        if timing and whole:
             median = {field: statistics.median(values) for field, values in timing.items()}
-            denoising = results[name].median - median["first"] - median["after"]
+            denoising = whole - median["first"] - median["after"]
             parts.append((name, median["first"], max(denoising, 0.0), median["after"]))
     drawn.append(charts.components(parts, f"{perf.settings.label}: where each round's time goes"))
     gpu_parts = [(name, {part: statistics.median(values) for part, values in gate.gpu_components(
@@ -764,7 +772,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict:
+def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict | None:
     """Only what makes timings comparable; software versions go under ``diffusers_perf``.
 
     ``tryfirst``: this is a first-result hook, and pytest-benchmark's own implementation must
@@ -811,7 +819,7 @@ def _write_json(config: pytest.Config, perf: PerfSession, checkpoint: bool = Fal
     once, with no KeyboardInterrupt, no verdict line and an empty JSON, and with it the two stages
     it had finished (``reports/h200/frontier-dec4/``)."""
     bs = getattr(config, "_benchmarksession", None)
-    target = perf.json_target or (getattr(bs, "json", None) if checkpoint else None)
+    target: Any = perf.json_target or (getattr(bs, "json", None) if checkpoint else None)
     if not target:
         return
     import json
@@ -820,7 +828,7 @@ def _write_json(config: pytest.Config, perf: PerfSession, checkpoint: bool = Fal
     # described (no stage, no recipe): the JSON holds the stages that finished, so that it can be
     # judged again (python -m perf.compare) like any stored run.
     finished = [b for b in (bs.benchmarks if bs is not None else []) if (b.extra_info or {}).get("stage")]
-    if finished:
+    if finished and bs is not None:
         from pytest_benchmark.utils import safe_dumps
 
         commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)

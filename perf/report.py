@@ -26,7 +26,7 @@ def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
     """One row per stage; speed-ups are over ``root``, the ladder's first stage (Flux's is bf16)."""
     reference = results.get(root)
     reference = reference.median if reference is not None and reference.outcome == "passed" else None
-    table = []
+    table: list[tuple[str, ...]] = []
     for verdict in verdicts:
         result = results.get(verdict.stage)
         median = result.median if result is not None and result.outcome == "passed" else None
@@ -64,7 +64,7 @@ def step_rows(verdicts, results) -> list[tuple[str, ...]]:
     prompt and first step, of each round's fastest and median step, of each step's time outside
     the denoiser ("loop"), and of the VAE decode and postprocessing; the changes against the
     baseline the gate judged them by."""
-    table = []
+    table: list[tuple[str, ...]] = []
     for verdict in verdicts:
         result = results.get(verdict.stage)
         timing = (result.extra.get("step_timing") if result is not None else None) or {}
@@ -87,7 +87,7 @@ def component_table(verdicts, results) -> tuple[tuple[str, ...], list[tuple[str,
     headers and rows, or no rows where no stage split its GPU time."""
     found = gate.component_order(name for verdict in verdicts
                                  for name in gate.gpu_components(getattr(results.get(verdict.stage), "extra", None)))
-    table = []
+    table: list[tuple[str, ...]] = []
     for verdict in verdicts:
         result = results.get(verdict.stage)
         parts = gate.gpu_components(result.extra if result is not None else None)
@@ -211,7 +211,7 @@ AB_HEADERS = ("stage", "candidate s", "reference s", "pairs", "candidate/referen
 
 
 def ab_rows(verdicts, session) -> list[tuple[str, ...]]:
-    table = []
+    table: list[tuple[str, ...]] = []
     for verdict in verdicts:
         result = session.results.get(verdict.stage)
         cand = result.candidate if result else None

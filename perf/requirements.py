@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+from typing import Callable
 
 import torch
 
@@ -102,7 +103,7 @@ def _cudnn_attention() -> str | None:
     return None
 
 
-CHECKS = {
+CHECKS: dict[str, Callable[[], str | None]] = {
     "cuda": _cuda,
     "cudnn_attention": _cudnn_attention,
     "torchao": _torchao,

@@ -23,6 +23,7 @@ class StageExtra(TypedDict, total=False):
     size: int
     batch: int
     threads: int | None
+    malloc_kept: bool  # glibc's malloc kept from trimming freed memory (perf.timing.keep_freed_memory)
     dtype: str
     tf32: bool
     attention: str
@@ -45,8 +46,10 @@ class StageExtra(TypedDict, total=False):
     gpu_seconds_per_step: float
     gpu_busy: float  # GPU busy time over the median round
     gpu_components: dict[str, list[float]]  # per component, per profiled round
+    attention_kernels: dict[str, float]  # GPU ms per attention kernel, by name (perf.gpu_time)
     # host work, counted exactly (perf.counters); compiled stages add Dynamo's and the cache's
     counters: dict[str, int]
+    kernel_kinds: dict[str, int]  # GPU kernels per kind in one profiled round (perf.counters)
     compile_cache: dict[str, int]
     # memory, images, quality
     peak_memory_bytes: int | None

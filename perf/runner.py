@@ -212,7 +212,7 @@ class Runner:
             peak = flops.peak_flops(self.device.type, self.device.index or 0,
                                     optimizations.DTYPES[recipe.dtype], recipe.tf32)
         median = statistics.median(rounds)
-        if self._software is None:
+        if self._software is None or self._hardware is None:
             self._software, self._hardware = baselines.software_info(), baselines.hardware_info()
         extra: StageExtra = {
             "stage": name,
@@ -253,20 +253,21 @@ class Runner:
             extra["compile_cache"] = counters.cache_delta(self.cache_before)
         if measured.gpu_seconds:
             gpu_median = statistics.median(measured.gpu_seconds)
-            extra.update(gpu_seconds=measured.gpu_seconds, gpu_median=gpu_median,
-                         gpu_seconds_per_step=gpu_median / s.steps, gpu_busy=gpu_median / median)
+            extra["gpu_seconds"], extra["gpu_median"] = measured.gpu_seconds, gpu_median
+            extra["gpu_seconds_per_step"], extra["gpu_busy"] = gpu_median / s.steps, gpu_median / median
         if measured.gpu_components:
             extra["gpu_components"] = measured.gpu_components
         if measured.attention_kernels:  # which kernel SDPA ran, ms per generation (perf.gpu_time)
             extra["attention_kernels"] = measured.attention_kernels
         if measured.kernel_kinds:  # which kernels a change in the kernel count added (perf.counters)
             extra["kernel_kinds"] = measured.kernel_kinds
-        if self._flops:
-            extra.update(flops=self._flops, achieved_tflops=self._flops / median / 1e12, peak_tflops=peak / 1e12)
+        if self._flops and peak:
+            extra["flops"], extra["achieved_tflops"] = self._flops, self._flops / median / 1e12
+            extra["peak_tflops"] = peak / 1e12
             if self._flops / median <= peak:  # float16 on CPU: the "peak" matmul is a slow fallback, no peak
                 extra["fraction_of_peak"] = self._flops / median / peak
         for part in self.describe(self, name):  # pytest_perf_stage_extra: what plugins changed (faults too)
-            extra.update(part)
+            extra.update(part)  # type: ignore[typeddict-item]  # a plugin's keys are its own
         return extra
 
     # -- teardown -----------------------------------------------------------------------------

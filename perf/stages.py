@@ -242,9 +242,10 @@ def min_psnr(name: str, family: str, pipeline: str, device: str | None = None) -
 def lineage(name: str, family: str = "sd") -> list[Stage]:
     """The stage and its ancestors in ``family``, root first."""
     chain = []
-    while name is not None:
-        chain.append(BY_NAME[name])
-        name = parent(name, family)
+    current: str | None = name
+    while current is not None:
+        chain.append(BY_NAME[current])
+        current = parent(current, family)
     return chain[::-1]
 
 

@@ -22,12 +22,19 @@ import math
 import os
 import re
 import tempfile
+from typing import TypeGuard
 from pathlib import Path
 
 from .stats import finite_positive
 
 #: ``NNNN_name.json``: pytest-benchmark's numbering, which keeps sorting past 9999 here.
 RUN_FILE = re.compile(r"^(?P<number>\d{4,})_(?P<name>.+)\.json$")
+
+
+def run_name_parts(name: str) -> tuple[int, str] | None:
+    """A stored run's file name as (number, name): ``0013_h200.json`` -> ``(13, "h200")``; None if not one."""
+    match = RUN_FILE.match(name)
+    return (int(match["number"]), match["name"]) if match else None
 
 #: Longest file name most file systems take (ext4, APFS, NTFS: 255 bytes).
 NAME_MAX = 255
@@ -59,8 +66,8 @@ class StoredRun:
 
     @property
     def number(self) -> int:
-        match = RUN_FILE.match(self.path.name)
-        return int(match["number"]) if match else 0
+        parts = run_name_parts(self.path.name)
+        return parts[0] if parts else 0
 
     @property
     def hardware(self) -> dict:
@@ -233,7 +240,7 @@ def _count(value, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def _number(value, positive: bool = False) -> bool:
+def _number(value, positive: bool = False) -> TypeGuard[int | float]:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return False
     return value > 0 if positive else value >= 0
@@ -245,7 +252,7 @@ def run_files(folder: Path) -> list[Path]:
         files = [p for p in folder.iterdir() if RUN_FILE.match(p.name) and p.is_file()]
     except OSError:
         return []
-    return sorted(files, key=lambda p: (int(RUN_FILE.match(p.name)["number"]), p.name))
+    return sorted(files, key=lambda p: (run_name_parts(p.name) or (0, ""), p.name))
 
 
 def read_folder(folder: Path) -> tuple[list[StoredRun], list[str]]:
@@ -323,7 +330,7 @@ def _folder_lock(folder: Path):
 
 
 def next_number(folder: Path) -> int:
-    numbers = [int(RUN_FILE.match(p.name)["number"]) for p in run_files(folder)]
+    numbers = [parts[0] for parts in map(run_name_parts, (p.name for p in run_files(folder))) if parts]
     return max(numbers, default=0) + 1
 
 

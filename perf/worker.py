@@ -176,12 +176,12 @@ def fixed_layout(enabled: bool = True):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
     old = libc.personality(0xFFFFFFFF) if libc is not None else -1
-    if old != -1:
+    if libc is not None and old != -1:
         libc.personality(old | ADDR_NO_RANDOMIZE)
     try:
         yield
     finally:
-        if old != -1:
+        if libc is not None and old != -1:
             libc.personality(old)
 
 
@@ -286,8 +286,9 @@ def check_python(python: str) -> str | None:
     """Why ``python`` cannot run workers (one line), or None: it must exist, be a Python, and
     import torch, diffusers and this package's worker."""
     path = Path(python)
-    if os.sep not in python and shutil.which(python):  # a name on PATH, like python3
-        path = Path(shutil.which(python))
+    found = shutil.which(python) if os.sep not in python else None
+    if found:  # a name on PATH, like python3
+        path = Path(found)
     if not path.exists():
         return f"{python} does not exist: pass the interpreter of the reference environment, e.g. /path/to/venv/bin/python"
     if path.is_dir() or not os.access(path, os.X_OK):

@@ -45,6 +45,7 @@ class Side:
     gpu_seconds: list[float] = dataclasses.field(default_factory=list)
     gpu_components: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # perf.components
     counters: dict = dataclasses.field(default_factory=dict)
+    kernel_kinds: dict[str, int] = dataclasses.field(default_factory=dict)  # perf.counters.kernel_kinds
     peak_memory_bytes: int | None = None
     startup_seconds: float | None = None  # process start to the first answer
     cpus: list[int] = dataclasses.field(default_factory=list)  # where its main thread ran (--perf-affinity)
@@ -180,6 +181,7 @@ class Session:
                 sides[side].gpu_seconds = done["gpu_seconds"]
                 sides[side].gpu_components = done.get("gpu_components") or {}
                 sides[side].counters = done["counters"]
+                sides[side].kernel_kinds = done.get("kernel_kinds") or {}
                 sides[side].peak_memory_bytes = done["peak_memory_bytes"]
         except WorkerDied as exc:
             result.outcome, result.message = "failed", f"A/B {name}: {exc}, at {step}"

@@ -7,9 +7,12 @@ caches ("Mega-Cache": :func:`torch.compiler.save_cache_artifacts` and
 :func:`torch.compiler.load_cache_artifacts`) hold what Inductor generated, the Triton binaries,
 AOTAutograd's graphs and autotuning results, each keyed by torch version, device and graph. Loaded
 before anything compiles, a graph that did not change skips Inductor; a graph that did (a new
-Diffusers, another recipe) misses and compiles as it always did. What is timed never depends on
-the cache: the compiled code is the same, only the warm-up is shorter. Each stage records its
-cache hits and misses in ``extra_info["compile_cache"]``.
+Diffusers, another recipe) misses and compiles as it always did. A hit runs the code the cache's
+writer compiled; a fresh compile usually makes the same, but not always: Inductor times some
+choices on the device (whether to pad a matmul), and one fresh H200 compiled sd15's UNet into 14
+more kernels a step than the machines before it, at the same GPU time (``reports/h200/loop/``).
+Carrying the cache keeps the code of the run that wrote it. Each stage records its cache hits
+and misses in ``extra_info["compile_cache"]``.
 
 Files live in ``<cache>/<hardware key>/`` and are named for the torch version that wrote them
 (another torch never reads them). ``<cache>`` is ``--perf-compile-cache`` or, by default, the

@@ -756,7 +756,8 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     problems = [_regression_detail("candidate/reference", latency)] if latency.regressed else []
     problems += [_step_detail(field, comparison) for field, comparison in steps.items() if comparison.regressed]
     problems += _gpu_and_memory_problems(gpu, base_mem, mem, parts)
-    failing_counters, reported = _counter_lines(changes, result.steps)
+    failing_counters, reported = _counter_lines(changes, result.steps, {"kernel_kinds": reference.kernel_kinds},
+                                                {"kernel_kinds": candidate.kernel_kinds})
     problems += failing_counters
     if problems:
         return _regression(name, problems, fields)

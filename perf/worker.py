@@ -119,7 +119,7 @@ def serve(requests, reply) -> None:
                     if counted and settings.recipe(state["name"]).compile is not None:
                         counted.update(counters.dynamo_delta(state["runner"].dynamo_before))
                     reply({"gpu_seconds": profiled.seconds, "gpu_components": profiled.components,
-                           "counters": counted, "peak_memory_bytes": peak,
+                           "counters": counted, "kernel_kinds": profiled.kernel_kinds, "peak_memory_bytes": peak,
                            "image_max": min(st.max for st in image_stats)})
                 else:
                     reply({"error": f"unknown request {op!r}"})

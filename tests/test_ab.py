@@ -110,6 +110,17 @@ def test_counters_and_gpu_time_are_compared_side_by_side():
     assert verdict.status == "REGRESSION" and "302 -> 352" in verdict.detail and "1 per step" in verdict.detail
 
 
+def test_a_kernel_count_that_grew_in_a_b_names_the_kernels_it_added():
+    result = ABResult("compile", "passed", steps=50,
+                      candidate=Side("a", rounds=drifting(8), counters={"kernels": 34470},
+                                     kernel_kinds={"triton_poi_fused_add": 33770, "triton_poi_fused_pad": 700}),
+                      reference=Side("b", rounds=drifting(8), counters={"kernels": 33770},
+                                     kernel_kinds={"triton_poi_fused_add": 33770}),
+                      device_type="cuda")
+    verdict = gate.judge_ab("compile", result, gate.Policy(compare=True))
+    assert verdict.status == "REGRESSION" and "most added: +700 triton_poi_fused_pad" in verdict.detail
+
+
 # -- whole runs: the reference is this interpreter -----------------------------------------------
 
 AB = ("-k", "test_ab", "--perf-max-rounds=12", "--perf-report=none")

@@ -86,6 +86,21 @@ def test_the_loop_outside_the_denoiser_is_judged_where_its_floor_was_measured():
     assert "loop_median" not in gate.compare_steps(base, now["extra_info"], graphs, "cuda")
 
 
+@pytest.mark.parametrize("base_busy, now_busy, judged", [
+    (0.30, 0.34, True),  # sdpa on a fresh H200: the loop is host time in both runs
+    (0.50, 0.66, False),  # tf32: DDIM's sync puts the GPU's tail in the loop (reports/h200/loop/)
+    (0.30, 0.45, False),  # a faster host made this run GPU-busy enough to wait in the loop
+])
+def test_the_loop_is_judged_on_cuda_only_where_both_runs_gpu_idles(base_busy, now_busy, judged):
+    base, now = entry(0.0260), entry(0.0260)
+    base["extra_info"]["step_timing"]["loop_median"] = [0.0006 + 0.00001 * i for i in range(8)]
+    now["extra_info"]["step_timing"]["loop_median"] = [0.0036 + 0.00001 * i for i in range(8)]
+    base["extra_info"]["gpu_seconds"] = [base_busy * base["stats"]["median"]] * 3
+    now["extra_info"]["gpu_busy"] = now_busy
+    plan = baselines.StagePlan("sdpa", entry=base, history=[base])
+    assert ("loop_median" in gate.compare_steps(base, now["extra_info"], plan, "cuda")) is judged
+
+
 def test_pipelines_with_a_step_callback_are_recognised():
     class WithCallback:
         def __call__(self, prompt, callback_on_step_end=None):

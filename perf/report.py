@@ -179,8 +179,11 @@ def markdown(title: str, verdicts, results, missing, context, root: str = "fp32"
         lines += ["", "### Where the time goes", "", *_markdown_table(STEP_HEADERS, steps), "",
                   "_first: from the call to the first step's end (prompt encoding, latents, step 1); step: "
                   "each round's fastest and median denoising step; after: from the last step's end to the "
-                  "synchronized images (VAE decode, postprocessing); medians over the timed rounds. The gate "
-                  "judges the step on each round's fastest step, over the fastest half of the rounds._"]
+                  "synchronized images (VAE decode, postprocessing); loop: each step's time outside the "
+                  "denoiser's call (scheduler, guidance); medians over the timed rounds. The gate judges the "
+                  "step on each round's fastest step, over the fastest half of the rounds; a change is blank "
+                  "where it is not judged (the loop on CUDA where either run's GPU was busy 40 % or more, on "
+                  "CUDA-graph stages, and every step part where the GPU paces the steps)._"]
     headers, parts = component_table(verdicts, results)
     if parts:
         lines += ["", "### GPU time per component", "", *_markdown_table(headers, parts), "",

@@ -34,5 +34,10 @@ for path in sorted(glob.glob(f"{folder}/*.json")):
         if all(loops):  # each step's time outside the denoiser (perf.steps), where both runs have it
             loop, base_loop = (fastest_half(values) for values in loops)
             row[-1] += f" loop {loop * 1e3:5.3f} ms ({(loop / base_loop - 1) * 100:+6.1f}%)"
+            # A candidate statistic, not judged: the denoiser's own share of a step (median step less
+            # loop) over the loop of the same rounds, so that the host's speed cancels (docs/limits.md).
+            inside = [fastest_half([s - l for s, l in zip(e["extra_info"]["step_timing"]["step_median"], ls)])
+                      for e, ls in ((bench, loops[0]), (base, loops[1]))]
+            row[-1] += f" inside/loop {((inside[0] / loop) / (inside[1] / base_loop) - 1) * 100:+6.1f}%"
     if row:
         print(f"{os.path.basename(path)[:-5]:12s}", " | ".join(row))

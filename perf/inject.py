@@ -53,6 +53,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="(proves the step gate) burn host CPU in one C call (hashlib) at every denoising step's "
                          "end, worth FRACTION of the baseline's fastest step: no Python calls, no ops, only "
                          "time; needs --benchmark-compare")
+    group.addoption("--perf-inject-denoiser-delay", metavar="FRACTION", type=float, default=0.0,
+                    help="(proves the step gate inside the denoiser) burn host CPU in one C call at the start of "
+                         "every eager denoiser call, inside it, worth FRACTION of the baseline's fastest step: "
+                         "what heavier module code costs; eager stages only; needs --benchmark-compare")
     group.addoption("--perf-inject-recompile", action="store_true",
                     help="(proves the counters) make the compiled UNet recompile once: a guard it reads changes")
     group.addoption("--perf-inject-host-delay", metavar="SECONDS", type=float, default=0.0,
@@ -81,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 #: Every fault this plugin injects, with its off value: the keys of ``Settings.faults`` that it fills
 #: from the option of the same name (``inject_step_delay`` from ``--perf-inject-step-delay``) and reads.
 FAULTS = {"inject_nan": False, "inject_slowdown": 0.0, "inject_vae_slowdown": 0.0, "inject_sync": False,
-          "inject_host_work": 0.0, "inject_step_delay": 0.0, "inject_recompile": False, "inject_host_delay": 0.0,
+          "inject_host_work": 0.0, "inject_step_delay": 0.0, "inject_denoiser_delay": 0.0, "inject_recompile": False, "inject_host_delay": 0.0,
           "inject_side": "candidate", "inject_crash": False, "inject_quality": 0.0}
 
 
@@ -93,11 +97,12 @@ def faults_of(settings) -> types.SimpleNamespace:
 def pytest_perf_plan(settings, plan) -> None:
     """Refuse, in one line, a fault sized from a baseline where this hardware has none."""
     s = faults_of(settings)
-    sized_from_baseline = s.inject_slowdown or s.inject_host_work or s.inject_vae_slowdown or (
+    sized_from_baseline = s.inject_slowdown or s.inject_host_work or s.inject_vae_slowdown or s.inject_denoiser_delay or (
         s.inject_step_delay and settings.reference_python is None)  # A/B sizes it from each side's own step
     if sized_from_baseline and (plan is None or not plan.baselines()):
-        raise pytest.UsageError("--perf-inject-slowdown, --perf-inject-vae-slowdown, --perf-inject-host-work and "
-                                "--perf-inject-step-delay size the injected work from a baseline, and none was "
+        raise pytest.UsageError("--perf-inject-slowdown, --perf-inject-vae-slowdown, --perf-inject-host-work, "
+                                "--perf-inject-step-delay and --perf-inject-denoiser-delay size the injected work "
+                                "from a baseline, and none was "
                                 "found for this hardware; record one first with "
                                 "`pytest perf --benchmark-save=baseline`")
 
@@ -131,6 +136,8 @@ def pytest_perf_prepare(pipe, stage: str, runner) -> None:
         sync_every_step(pipe)
     if s.inject_host_work:
         host_work_every_step(pipe, s.inject_host_work * runner.baseline_seconds_per_step(stage))
+    if s.inject_denoiser_delay:
+        burn_inside_denoiser(pipe, s.inject_denoiser_delay * runner.baseline_step_seconds(stage))
     if s.inject_recompile and runner.settings.recipe(stage).compile is not None:
         recompile_once(pipe)
     if s.inject_host_delay:
@@ -145,7 +152,7 @@ def pytest_perf_stage_extra(stage: str, runner) -> dict:
     if s.inject_slowdown:
         extra["injected_seconds_per_unet_call"] = seconds_per_unet_call(runner, stage)
     for fault in ("inject_nan", "inject_sync", "inject_host_work", "inject_recompile", "inject_host_delay",
-                  "inject_quality", "inject_step_delay", "inject_vae_slowdown"):
+                  "inject_quality", "inject_step_delay", "inject_denoiser_delay", "inject_vae_slowdown"):
         if getattr(s, fault):
             extra[f"injected_{fault[len('inject_'):]}"] = getattr(s, fault)
     return extra
@@ -184,12 +191,13 @@ def settings_fields(config: pytest.Config, selected: list[str], family: str) -> 
     from . import stages
 
     for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay",
-                   "--perf-inject-host-delay", "--perf-inject-quality", "--perf-inject-vae-slowdown"):
+                   "--perf-inject-denoiser-delay", "--perf-inject-host-delay", "--perf-inject-quality",
+                   "--perf-inject-vae-slowdown"):
         value = get(option[2:].replace("-", "_"))
         if not math.isfinite(value):
             raise pytest.UsageError(f"{option}: must be a finite number, got {value}")
     for option in ("--perf-inject-slowdown", "--perf-inject-host-work", "--perf-inject-step-delay",
-                   "--perf-inject-vae-slowdown"):
+                   "--perf-inject-denoiser-delay", "--perf-inject-vae-slowdown"):
         fraction = get(option[2:].replace("-", "_"))
         if fraction < 0:
             raise pytest.UsageError(f"{option}: must be a fraction >= 0, got {fraction}")
@@ -210,6 +218,11 @@ def settings_fields(config: pytest.Config, selected: list[str], family: str) -> 
     if get("perf_inject_sync") and not torch.cuda.is_available():
         raise pytest.UsageError("--perf-inject-sync adds a host-device sync, which needs CUDA; "
                                 "on CPU prove the counters with --perf-inject-host-work")
+    captured = [name for name in selected if stages.recipe(name, family).compile or stages.recipe(name, family).trace_unet]
+    if get("perf_inject_denoiser_delay") and captured:
+        raise pytest.UsageError(f"--perf-inject-denoiser-delay burns inside an eager denoiser's call, and "
+                                f"{', '.join(captured)} trace or compile it (a hook there would break the graph); "
+                                "select eager stages such as sdpa, bf16")
     if get("perf_inject_recompile") and not any(stages.recipe(name, family).compile for name in selected):
         raise pytest.UsageError("--perf-inject-recompile acts on torch.compile stages (compile, cudagraphs); "
                                 "none of the selected stages compiles")
@@ -396,6 +409,21 @@ def burn_every_step(clock, seconds_per_step: float) -> int:
     if iterations <= 0:
         return 0
     clock.burn = functools.partial(hashlib.pbkdf2_hmac, "sha256", b"step", _BURN_SALT, iterations)
+    return iterations
+
+
+def burn_inside_denoiser(pipe, seconds_per_call: float) -> int:
+    """Host time inside every denoiser call, and nothing else: the same one C call as
+    :func:`burn_every_step`, from a forward pre-hook on the denoiser's time embedding, which runs
+    within the denoiser's own call (the step clock's hooks sit on the denoiser itself). It stands for
+    heavier module code or a slower hook: the loop outside the denoiser must not see it, the step
+    must. Returns the iterations per call."""
+    import hashlib
+
+    iterations = int(seconds_per_call * burn_iterations_per_second())
+    if iterations > 0:
+        burn = functools.partial(hashlib.pbkdf2_hmac, "sha256", b"step", _BURN_SALT, iterations)
+        time_embedding(pipe).register_forward_pre_hook(lambda _module, _args: burn() and None)
     return iterations
 
 

@@ -74,6 +74,7 @@ class StageExtra(TypedDict, total=False):
     injected_host_delay: float
     injected_quality: float
     injected_step_delay: float
+    injected_denoiser_delay: float
     injected_vae_slowdown: float
 
 

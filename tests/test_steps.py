@@ -225,3 +225,31 @@ def test_a_cpu_run_keeps_freed_memory_for_the_next_round():
     settings = Settings(pipeline="tiny", model=None, stages=["fp32"], steps=2, size=32, batch=1,
                         budget=timing.Budget(None, 6, 8, 3.0), report=None, count_flops=False)
     assert runner.Runner(settings).malloc_kept
+
+
+def test_the_denoiser_fault_burns_inside_the_denoisers_call():
+    """--perf-inject-denoiser-delay stands for heavier module code: the step clock must count it in
+    the denoiser's call, not in the loop around it."""
+    torch = __import__("torch")
+    from perf import pipelines
+
+    pipe = pipelines.build("tiny", "cpu")
+    clock = steps.StepClock()
+    clock.denoiser = pipe.unet
+
+    def generate():
+        return pipe(pipelines.PROMPT, num_inference_steps=4, height=32, width=32, output_type="np",
+                    generator=torch.Generator("cpu").manual_seed(0), callback_on_step_end=clock.on_step_end).images
+
+    timed = clock.timed(generate)
+    generate()
+    timed()
+    assert inject.burn_inside_denoiser(pipe, 0.25) > 0  # far above a loaded CI machine's noise
+    timed()
+    quiet, burnt = clock.rounds
+
+    def inside(rnd):  # each step's time within the denoiser's call
+        return statistics.median(step - loop for step, loop in zip(rnd.steps, rnd.loop))
+
+    assert inside(burnt) - inside(quiet) > 0.15  # one denoiser call a step (CFG batches): the burn is there
+    assert statistics.median(burnt.loop) - statistics.median(quiet.loop) < 0.05  # and not in the loop

@@ -28,6 +28,8 @@ def one_line_error(result: pytest.RunResult) -> str:
     (["--perf-size=36"], "--perf-size: 36 is not a multiple of 8"),
     (["--perf-batch=0"], "--perf-batch: must be a positive integer"),
     (["--perf-inject-slowdown=0.3"], "add --benchmark-compare"),
+    (["-p", "perf.inject", "--perf-stages=sdpa,compile", "--perf-inject-denoiser-delay=0.1", "--benchmark-compare"],
+     "compile trace or compile it"),
     (["--perf-gpu-rounds=-1"], "--perf-gpu-rounds: must be 0 or more"),
     (["--perf-host-drift=-1"], "--perf-host-drift: must be 0 or more"),
 ])

@@ -253,3 +253,27 @@ def test_the_denoiser_fault_burns_inside_the_denoisers_call():
 
     assert inside(burnt) - inside(quiet) > 0.15  # one denoiser call a step (CFG batches): the burn is there
     assert statistics.median(burnt.loop) - statistics.median(quiet.loop) < 0.05  # and not in the loop
+
+
+def test_a_slower_denoiser_fails_against_the_loop_where_a_slower_host_does_not():
+    """The denoiser's call over the loop of the same rounds: a host 40 % slower moves both parts
+    and passes; a denoiser 20 % slower with the same loop fails, though its step moves less than
+    the step floor."""
+    def timed(step, loop, rounds=12):
+        run = entry(step)
+        timing = run["extra_info"]["step_timing"]
+        timing["step_median"] = [step * (1 + 0.003 * i) for i in range(rounds)]
+        timing["loop_median"] = [loop * (1 + 0.002 * (i % 3)) for i in range(rounds)]
+        for field in ("first", "after", "step_fastest"):
+            timing[field] = (timing[field] * 2)[:rounds]
+        return run
+
+    base = timed(0.030, 0.0005)
+    plan = baselines.StagePlan("fp32", entry=base, history=[base])
+    slower_host = gate.compare_steps(base, timed(0.042, 0.0007)["extra_info"], plan, "cpu")
+    assert not slower_host["denoiser_over_loop"].regressed
+    slower_denoiser = gate.compare_steps(base, timed(0.0359, 0.0005)["extra_info"], plan, "cpu")
+    assert slower_denoiser["denoiser_over_loop"].regressed and not slower_denoiser["step_fastest"].regressed
+    assert gate._step_detail("denoiser_over_loop", slower_denoiser["denoiser_over_loop"]).startswith(
+        "denoiser's call against the loop +")
+    assert "denoiser_over_loop" not in gate.with_derived({"step_median": [0.03]})  # no loop timed

@@ -2,9 +2,11 @@
 # CPU campaign of the step gate (reports/cpu/steps/): tiny at the default settings, stages fp32 and
 # bf16: one recording, unchanged reruns on a quiet machine and beside one busy process, then the
 # per-step host fault (--perf-inject-step-delay) at 15 % of a step. Each run's JSON is kept, so the
-# step statistics can be read back (tools/steps_summary.py). Usage: tools/cpu_steps_noise.sh OUT QUIET BUSY
+# step statistics can be read back (tools/steps_summary.py). FAULT, the injection's option, may instead be
+# --perf-inject-denoiser-delay (the same burn inside the denoiser's call; reports/cpu/denoiser/).
+# Usage: tools/cpu_steps_noise.sh OUT QUIET BUSY [FAULT]
 set -u
-out=$1; quiet=${2:-5}; busy=${3:-3}
+out=$1; quiet=${2:-5}; busy=${3:-3}; fault=${4:---perf-inject-step-delay}
 store=$(mktemp -d)
 mkdir -p "$out"
 args=(perf --perf-stages=fp32,bf16 --perf-no-flops -p no:cacheprovider --benchmark-storage="file://$store" --perf-report=none)
@@ -20,5 +22,5 @@ for i in $(seq 1 "$busy"); do
   run "busy-$i" --benchmark-compare
   kill "$hog"
 done
-run inject-0.15 --benchmark-compare -p perf.inject --perf-inject-step-delay=0.15
+run inject-0.15 --benchmark-compare -p perf.inject "$fault=0.15"
 rm -rf "$store"

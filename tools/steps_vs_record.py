@@ -10,10 +10,11 @@ A second argument names the recording elsewhere; stages it does not hold are lef
 import glob
 import json
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from perf.gate import fastest_half_median as fastest_half  # noqa: E402  the stored gate's own statistic
+from perf.gate import fastest_half_median as fastest_half, with_derived  # noqa: E402  the stored gate's own
 
 folder = sys.argv[1]
 record = sys.argv[2] if len(sys.argv) > 2 else f"{folder}/record.json"
@@ -34,10 +35,9 @@ for path in sorted(glob.glob(f"{folder}/*.json")):
         if all(loops):  # each step's time outside the denoiser (perf.steps), where both runs have it
             loop, base_loop = (fastest_half(values) for values in loops)
             row[-1] += f" loop {loop * 1e3:5.3f} ms ({(loop / base_loop - 1) * 100:+6.1f}%)"
-            # A candidate statistic, not judged: the denoiser's own share of a step (median step less
-            # loop) over the loop of the same rounds, so that the host's speed cancels (docs/limits.md).
-            inside = [fastest_half([s - l for s, l in zip(e["extra_info"]["step_timing"]["step_median"], ls)])
-                      for e, ls in ((bench, loops[0]), (base, loops[1]))]
-            row[-1] += f" inside/loop {((inside[0] / loop) / (inside[1] / base_loop) - 1) * 100:+6.1f}%"
+            # the denoiser's call over the loop of the same rounds, as the gate judges it (gate.with_derived)
+            ratio = [statistics.median(with_derived(e["extra_info"]["step_timing"])["denoiser_over_loop"])
+                     for e in (bench, base)]
+            row[-1] += f" denoiser/loop {(ratio[0] / ratio[1] - 1) * 100:+6.1f}%"
     if row:
         print(f"{os.path.basename(path)[:-5]:12s}", " | ".join(row))

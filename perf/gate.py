@@ -119,9 +119,9 @@ def with_derived(timing: dict) -> dict:
     Why: a slowdown inside the denoiser's call (heavier module code, a slower hook) moves the step,
     and the step moves as much with the host's speed, which differs between processes and machines
     by 10-50 %. The loop outside the call is measured in the same rounds by the same host, so the
-    denoiser's time over the loop's keeps the slowdown and cancels the host: on CPU, 12 unchanged
-    stage-runs moved it -5.6 ... +6.9 % where their step moved up to +52.4 % (``reports/cpu/loop/``);
-    on the H200 one fresh machine moved it -1.8 ... -3.1 % where the step moved -11 ... -20 %
+    denoiser's time over the loop's keeps the slowdown and cancels the host: on CPU, 44 unchanged
+    stage-runs moved it -7.2 ... +9.3 % where their step moved -44 ... +52 % (``reports/cpu/denoiser/``);
+    on the H200 one fresh machine moved it -2.2 ... -3.1 % where the step moved -11 ... -20 %
     (``reports/h200/loop/``). It cannot see what slows the loop as much: a slower dispatcher slows
     the scheduler's ops too."""
     steps, loops = timing.get("step_median"), timing.get("loop_median")
@@ -156,9 +156,9 @@ STEP_MIN_EFFECT = {
     # thresholds fixed (Dec 3, reports/cpu/malloc/) eight reruns at the defaults moved it -4.5 ...
     # +13.2 % (bf16 -10.1 ... +1.4 %); the floors stay until the tests' reduced settings are measured
     # too. "first" and "after" are short parts of a CPU round (tens of ms at the tests' 64 px, 2 steps): they fail only when doubled.
-    # The denoiser's call over the loop (with_derived): 24 unchanged stage-runs of tiny, quiet or
-    # beside a busy process, moved it -7.2 ... +9.3 % where their steps moved -33 ... +52 %; a host
-    # fault inside the denoiser's call worth 15 % of the step moved it +16.8 ... +29.5 %
+    # The denoiser's call over the loop (with_derived): 44 unchanged stage-runs of tiny, quiet or
+    # beside a busy process, moved it -7.2 ... +9.3 % where their steps moved -44 ... +52 %; a host
+    # fault inside the denoiser's call worth 15 % of the step moved it +16.8 ... +29.5 % in 6
     # (reports/cpu/denoiser/, reports/cpu/loop/), where the step floor lets 50 % pass: 13 %.
     ("cpu", "eager"): {"step_fastest": 0.50, "first": 1.00, "after": 1.00, "loop_median": 1.00,
                        "denoiser_over_loop": 0.13},

@@ -97,6 +97,11 @@ def _python_calls(call: Callable[[], object]) -> tuple[object, int]:
     return result, calls
 
 
+def _is_kernel(device_event_name: str) -> bool:
+    """Whether a device event is a kernel, not a copy or a memset."""
+    return not device_event_name.startswith(("Memcpy", "Memset"))
+
+
 def device_counts(events) -> dict[str, int]:
     """Kernels, copies by direction and the counted CUDA runtime calls, from a profile's events
     (one made with CUDA activity: the runtime calls are traced with it)."""
@@ -111,7 +116,7 @@ def device_counts(events) -> dict[str, int]:
                 direction = next((d for d in _MEMCPY if d in name), None)
                 if direction:
                     counts[_MEMCPY[direction]] += 1
-            elif not name.startswith("Memset"):
+            elif _is_kernel(name):
                 counts["kernels"] += 1
         elif name in _RUNTIME:
             counts[_RUNTIME[name]] += 1
@@ -146,7 +151,7 @@ def kernel_kinds(events) -> dict[str, int]:
     found: dict[str, int] = {}
     for event in events:
         name = event.name()
-        if event.device_type() == cuda and not name.startswith(("Memcpy", "Memset")):
+        if event.device_type() == cuda and _is_kernel(name):
             kind = kernel_kind(name)
             found[kind] = found.get(kind, 0) + 1
     return found

@@ -112,22 +112,6 @@ LOOP_FIELDS = ("loop_median", "denoiser_over_loop")
 #: two parts of the same rounds, which a disturbance of either part moves either way.
 STEP_FIELD_STATISTIC = {"denoiser_over_loop": "median"}
 
-
-def with_derived(timing: dict) -> dict:
-    """``timing`` (``extra_info.step_timing``) with ``denoiser_over_loop``, where it has both parts.
-
-    Why: a slowdown inside the denoiser's call (heavier module code, a slower hook) moves the step,
-    and the step moves as much with the host's speed, which differs between processes and machines
-    by 10-50 %. The loop outside the call is measured in the same rounds by the same host, so the
-    denoiser's time over the loop's keeps the slowdown and cancels the host: on CPU, 44 unchanged
-    stage-runs moved it -7.2 ... +9.3 % where their step moved -44 ... +52 % (``reports/cpu/denoiser/``);
-    on the H200 one fresh machine moved it -2.2 ... -3.1 % where the step moved -11 ... -20 %
-    (``reports/h200/loop/``). It cannot see what slows the loop as much: a slower dispatcher slows
-    the scheduler's ops too."""
-    steps, loops = timing.get("step_median"), timing.get("loop_median")
-    if not steps or not loops or len(steps) != len(loops) or min(loops) <= 0:
-        return timing
-    return {**timing, "denoiser_over_loop": [(step - loop) / loop for step, loop in zip(steps, loops)]}
 #: Floors of the stored gate's step statistics, per device and kind of stage (as :data:`HOST_DRIFT`):
 #: what unchanged runs moved by between runs, with room above it.
 STEP_MIN_EFFECT = {
@@ -531,8 +515,9 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     problems += _gpu_and_memory_problems(gpu, base_mem, mem, parts)
     problems += _compare_fail(policy.compare_fail, result.rounds, bench["stats"])
     changes = counters.compare((bench.get("extra_info") or {}).get("counters") or {}, result.extra.get("counters") or {})
-    failing_counters, reported = _counter_lines(changes, result.extra.get("steps"), bench.get("extra_info"),
-                                                result.extra)
+    failing_counters, reported = _counter_lines(changes, result.extra.get("steps"),
+                                                (bench.get("extra_info") or {}).get("kernel_kinds"),
+                                                result.extra.get("kernel_kinds"))
     problems += failing_counters
     problems += _quality_problems(bench, result.extra, stage_plan, source)
     fields.update(latency=latency, latency_median=latency_median, gpu=gpu, memory_ratio=memory_ratio,
@@ -557,6 +542,23 @@ def step_timing(extra: dict | None) -> dict:
     """``step_timing`` of an ``extra_info`` (a stored entry's, or a result's extra), or {}."""
     found = extra.get("step_timing") if isinstance(extra, dict) else None
     return found if isinstance(found, dict) else {}
+
+
+def with_derived(timing: dict) -> dict:
+    """``timing`` (``extra_info.step_timing``) with ``denoiser_over_loop``, where it has both parts.
+
+    Why: a slowdown inside the denoiser's call (heavier module code, a slower hook) moves the step,
+    and the step moves as much with the host's speed, which differs between processes and machines
+    by 10-50 %. The loop outside the call is measured in the same rounds by the same host, so the
+    denoiser's time over the loop's keeps the slowdown and cancels the host: on CPU, 44 unchanged
+    stage-runs moved it -7.2 ... +9.3 % where their step moved -44 ... +52 % (``reports/cpu/denoiser/``);
+    on the H200 one fresh machine moved it -2.2 ... -3.1 % where the step moved -11 ... -20 %
+    (``reports/h200/loop/``). It cannot see what slows the loop as much: a slower dispatcher slows
+    the scheduler's ops too."""
+    steps, loops = timing.get("step_median"), timing.get("loop_median")
+    if not steps or not loops or len(steps) != len(loops) or min(loops) <= 0:
+        return timing
+    return {**timing, "denoiser_over_loop": [(step - loop) / loop for step, loop in zip(steps, loops)]}
 
 
 #: Steps are judged where the host paces them: where the baseline's GPU was busy less than this
@@ -660,11 +662,10 @@ def _quality_problems(bench: dict, extra: dict, stage_plan: StagePlan, source: s
 KERNEL_COUNTERS = ("kernels", "launches")
 
 
-def _counter_lines(changes, steps: int | None, before: dict | None = None,
-                   after: dict | None = None) -> tuple[list[str], list[str]]:
-    """The counter changes that fail the stage, and those only reported; ``before`` and ``after``:
-    the two runs' ``extra_info``, whose ``kernel_kinds`` say which kernels a failing count added."""
-    kinds_before, kinds_after = ((extra or {}).get("kernel_kinds") for extra in (before, after))
+def _counter_lines(changes, steps: int | None, kinds_before: dict[str, int] | None = None,
+                   kinds_after: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
+    """The counter changes that fail the stage, and those only reported; ``kinds_before`` and
+    ``kinds_after`` (:func:`perf.counters.kernel_kinds`) say which kernels a failing count added."""
     added = counters.most_added(kinds_before, kinds_after) if kinds_before and kinds_after else ""
 
     def failing(change) -> str:
@@ -789,8 +790,8 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     problems = [_regression_detail("candidate/reference", latency)] if latency.regressed else []
     problems += [_step_detail(field, comparison) for field, comparison in steps.items() if comparison.regressed]
     problems += _gpu_and_memory_problems(gpu, base_mem, mem, parts)
-    failing_counters, reported = _counter_lines(changes, result.steps, {"kernel_kinds": reference.kernel_kinds},
-                                                {"kernel_kinds": candidate.kernel_kinds})
+    failing_counters, reported = _counter_lines(changes, result.steps, reference.kernel_kinds,
+                                                candidate.kernel_kinds)
     problems += failing_counters
     if problems:
         return _regression(name, problems, fields)

@@ -35,6 +35,7 @@ import functools
 import math
 import time
 import types
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -85,8 +86,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 #: Every fault this plugin injects, with its off value: the keys of ``Settings.faults`` that it fills
 #: from the option of the same name (``inject_step_delay`` from ``--perf-inject-step-delay``) and reads.
 FAULTS = {"inject_nan": False, "inject_slowdown": 0.0, "inject_vae_slowdown": 0.0, "inject_sync": False,
-          "inject_host_work": 0.0, "inject_step_delay": 0.0, "inject_denoiser_delay": 0.0, "inject_recompile": False, "inject_host_delay": 0.0,
-          "inject_side": "candidate", "inject_crash": False, "inject_quality": 0.0}
+          "inject_host_work": 0.0, "inject_step_delay": 0.0, "inject_denoiser_delay": 0.0, "inject_recompile": False,
+          "inject_host_delay": 0.0, "inject_side": "candidate", "inject_crash": False, "inject_quality": 0.0}
 
 
 def faults_of(settings) -> types.SimpleNamespace:
@@ -97,8 +98,8 @@ def faults_of(settings) -> types.SimpleNamespace:
 def pytest_perf_plan(settings, plan) -> None:
     """Refuse, in one line, a fault sized from a baseline where this hardware has none."""
     s = faults_of(settings)
-    sized_from_baseline = s.inject_slowdown or s.inject_host_work or s.inject_vae_slowdown or s.inject_denoiser_delay or (
-        s.inject_step_delay and settings.reference_python is None)  # A/B sizes it from each side's own step
+    sized_from_baseline = (s.inject_slowdown or s.inject_host_work or s.inject_vae_slowdown or s.inject_denoiser_delay
+                           or (s.inject_step_delay and settings.reference_python is None))  # A/B: each side's step
     if sized_from_baseline and (plan is None or not plan.baselines()):
         raise pytest.UsageError("--perf-inject-slowdown, --perf-inject-vae-slowdown, --perf-inject-host-work, "
                                 "--perf-inject-step-delay and --perf-inject-denoiser-delay size the injected work "
@@ -218,11 +219,13 @@ def settings_fields(config: pytest.Config, selected: list[str], family: str) -> 
     if get("perf_inject_sync") and not torch.cuda.is_available():
         raise pytest.UsageError("--perf-inject-sync adds a host-device sync, which needs CUDA; "
                                 "on CPU prove the counters with --perf-inject-host-work")
-    captured = [name for name in selected if stages.recipe(name, family).compile or stages.recipe(name, family).trace_unet]
-    if get("perf_inject_denoiser_delay") and captured:
-        raise pytest.UsageError(f"--perf-inject-denoiser-delay burns inside an eager denoiser's call, and "
-                                f"{', '.join(captured)} trace or compile it (a hook there would break the graph); "
-                                "select eager stages such as sdpa, bf16")
+    if get("perf_inject_denoiser_delay"):
+        recipes = {name: stages.recipe(name, family) for name in selected}
+        captured = [name for name, recipe in recipes.items() if recipe.compile or recipe.trace_unet]
+        if captured:
+            raise pytest.UsageError(f"--perf-inject-denoiser-delay burns inside an eager denoiser's call, and "
+                                    f"{', '.join(captured)} trace or compile it (a hook there would break the "
+                                    "graph); select eager stages such as sdpa, bf16")
     if get("perf_inject_recompile") and not any(stages.recipe(name, family).compile for name in selected):
         raise pytest.UsageError("--perf-inject-recompile acts on torch.compile stages (compile, cudagraphs); "
                                 "none of the selected stages compiles")
@@ -399,16 +402,25 @@ def burn_iterations_per_second() -> float:
     return iterations / best
 
 
-def burn_every_step(clock, seconds_per_step: float) -> int:
-    """Host time and nothing else at each step's end: one C call (``hashlib.pbkdf2_hmac``, sized to
-    take ``seconds_per_step``), so no Python call, no op and no sync is added, as a slower dispatcher
-    or a heavier C function body would be. Returns the iterations per step."""
+def _burner(seconds: float) -> tuple[int, Callable[[], bytes] | None]:
+    """One C call (``hashlib.pbkdf2_hmac``) sized to take ``seconds``, with its iterations; no call
+    where ``seconds`` is too short for one iteration. The partial is called as it is, so the burn
+    adds no Python frame that the host-work counters would see."""
     import hashlib
 
-    iterations = int(seconds_per_step * burn_iterations_per_second())
+    iterations = int(seconds * burn_iterations_per_second())
     if iterations <= 0:
-        return 0
-    clock.burn = functools.partial(hashlib.pbkdf2_hmac, "sha256", b"step", _BURN_SALT, iterations)
+        return 0, None
+    return iterations, functools.partial(hashlib.pbkdf2_hmac, "sha256", b"step", _BURN_SALT, iterations)
+
+
+def burn_every_step(clock, seconds_per_step: float) -> int:
+    """Host time and nothing else at each step's end: one C call, so no Python call, no op and no
+    sync is added, as a slower dispatcher or a heavier C function body would be. Returns the
+    iterations per step."""
+    iterations, burn = _burner(seconds_per_step)
+    if burn is not None:
+        clock.burn = burn
     return iterations
 
 
@@ -418,11 +430,8 @@ def burn_inside_denoiser(pipe, seconds_per_call: float) -> int:
     within the denoiser's own call (the step clock's hooks sit on the denoiser itself). It stands for
     heavier module code or a slower hook: the loop outside the denoiser must not see it, the step
     must. Returns the iterations per call."""
-    import hashlib
-
-    iterations = int(seconds_per_call * burn_iterations_per_second())
-    if iterations > 0:
-        burn = functools.partial(hashlib.pbkdf2_hmac, "sha256", b"step", _BURN_SALT, iterations)
+    iterations, burn = _burner(seconds_per_call)
+    if burn is not None:
         time_embedding(pipe).register_forward_pre_hook(lambda _module, _args: burn() and None)
     return iterations
 

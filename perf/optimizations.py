@@ -21,10 +21,11 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @contextlib.contextmanager
 def process_flags(recipe: Recipe) -> Iterator[None]:
-    """What a recipe sets for the whole process (TF32, the order SDPA tries its kernels in), set
+    """What a recipe sets for the whole process (TF32, cuDNN's algorithm search, the order SDPA tries its kernels in), set
     for one stage (its build, its compiles and every call) and restored after."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(tf32(recipe.tf32))
+        stack.enter_context(cudnn_benchmark(recipe.cudnn_benchmark))
         if recipe.attention == "cudnn":
             stack.enter_context(cudnn_attention_first())
             order = ",".join(str(backend) for backend in torch._C._get_sdp_priority_order())
@@ -57,6 +58,19 @@ def tf32(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """cuDNN's algorithm search is process-global, and so is the choice it caches per convolution
+    shape: set it for one stage and restore it after. A stage after this one still finds the choices
+    cached, as a user's next pipeline in the same process would; it does not search again."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def cudnn_attention_first():

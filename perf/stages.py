@@ -40,6 +40,7 @@ class Recipe:
     compile_text_encoder: dict | None = None  # kwargs of torch.compile for the text encoder, or None
     quantize: str | None = None  # torchao on the denoiser's linears: "int8" | "fp8" (dynamic activations)
     host_timesteps: bool = False  # scheduler on host timesteps, denoiser on device copies: no sync per step
+    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark: cuDNN times its convolution algorithms per shape
     requires: tuple[str, ...] = ()  # see perf.requirements.CHECKS
 
 
@@ -51,8 +52,15 @@ UNET = ("sd", "sdxl")
 #: What a family's root stage does not set itself, where that root is not the registry's root.
 FAMILY_BASE: dict[str, dict[str, Any]] = {
     "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
-                compile_vae=None, compile_text_encoder=None, quantize=None, host_timesteps=False),
+                compile_vae=None, compile_text_encoder=None, quantize=None, host_timesteps=False, cudnn_benchmark=False),
 }
+
+#: diffusion-fast's one Inductor flag that tunes nothing, with CUDA graphs (``triton.cudagraphs`` is
+#: what ``mode="reduce-overhead"`` sets; ``torch.compile`` takes a mode or options, not both). Its
+#: other flags were withdrawn: coordinate-descent tuning compiled sd15 for more than 7 1/2 minutes on
+#: an H200 (``reports/h200/frontier-dec4/``), and ``epilogue_fusion`` only fuses into the templates
+#: that max-autotune generates.
+GRAPHS_CONV_1X1_AS_MM = {"fullgraph": True, "options": {"triton.cudagraphs": True, "conv_1x1_as_mm": True}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +83,7 @@ class Stage:
     compile_text_encoder: Any = INHERIT
     quantize: Any = INHERIT
     host_timesteps: Any = INHERIT
+    cudnn_benchmark: Any = INHERIT
     #: Needs of this stage alone (not inherited: a CUDA-only parent flag such as TF32 is a no-op on CPU).
     requires: tuple[str, ...] = ()
     #: Smallest median slowdown the gate treats as real for this stage, whatever the noise says.
@@ -87,7 +96,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("fp32", None, "the guide's original: float32, TF32 off, classic attention",
           dtype="float32", tf32=False, attention="classic", channels_last=False,
           fuse_qkv=False, trace_unet=False, compile=None, compile_vae=None, compile_text_encoder=None, quantize=None,
-          host_timesteps=False, families=UNET),
+          host_timesteps=False, cudnn_benchmark=False, families=UNET),
     Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",), families=UNET),
     Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16",
           families=UNET),
@@ -122,11 +131,23 @@ STAGES: tuple[Stage, ...] = (
     Stage("compile_text_encoder", "cudnn_attention", "+ the text encoder compiled with CUDA graphs",
           compile_text_encoder={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"),
           min_effect=0.03, families=("sd",)),
+    Stage("cudnn_benchmark", "compile_text_encoder",
+          "+ cuDNN times its convolution algorithms once per shape and keeps the fastest",
+          cudnn_benchmark=True, requires=("cuda", "compile"), min_effect=0.03, families=UNET,
+          parent_in={"sdxl": "cudnn_attention"}),
+    Stage("conv_1x1_as_mm", "cudnn_benchmark", "+ Inductor runs 1x1 convolutions as matrix products (diffusion-fast)",
+          compile=GRAPHS_CONV_1X1_AS_MM, compile_vae=GRAPHS_CONV_1X1_AS_MM, requires=("cuda", "compile"),
+          min_effect=0.03, families=UNET),
     # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------
     Stage("int8", "compile", "+ torchao dynamic int8 activations and int8 weights (diffusion-fast)",
           quantize="int8", requires=("compile", "torchao")),
     Stage("fp8", "compile", "+ torchao dynamic float8 activations and weights, row-wise, in bfloat16",
           dtype="bfloat16", quantize="fp8", requires=("cuda", "fp8", "compile", "torchao")),
+    Stage("frontier_fp8", "frontier",
+          "+ torchao float8 dynamic row-wise on the denoiser's linears, in bfloat16 (flux-fast's recipe, "
+          "without FlashAttention 3 and max-autotune)",
+          dtype="bfloat16", quantize="fp8", requires=("cuda", "fp8", "compile", "torchao"), min_effect=0.03,
+          families=("sdxl", "dit")),
 )
 
 #: Quality floors: the lowest PSNR (dB, :mod:`perf.quality`) a stage's images may have against its

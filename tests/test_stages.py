@@ -54,9 +54,10 @@ def test_skip_reasons_without_cuda():
 
 def test_each_family_has_its_ladder_in_the_one_registry():
     assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
-                                   "cudnn_attention", "int8", "fp8"]
+                                   "cudnn_attention", "int8", "fp8", "frontier_fp8"]
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
-    assert stages.names("sd") == stages.names()  # SD 1.5: the whole guide
+    # SD 1.5: the whole guide; float8 on its frontier is declared for larger denoisers only
+    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8"}
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
     assert (root.dtype, root.attention, root.channels_last, root.fuse_qkv, root.compile) == \
         ("bfloat16", "sdpa", False, False, None)
@@ -112,6 +113,35 @@ def test_compile_text_encoder_graphs_the_text_encoder_of_sd_alone(monkeypatch):
                                  compile={"fullgraph": True, "options": {"triton.cudagraphs": True}}))
     assert gate.replays_graphs("graphs_by_option") and gate.replays_graphs("compile_text_encoder")
     assert not gate.replays_graphs("compile")
+
+
+def test_cudnn_benchmark_and_conv_1x1_as_mm_follow_each_unets_best_stage_and_restore_cudnn():
+    from perf import gate, optimizations
+
+    torch = __import__("torch")
+    assert [stages.parent("cudnn_benchmark", family) for family in stages.UNET] == ["compile_text_encoder",
+                                                                                  "cudnn_attention"]
+    assert "cudnn_benchmark" not in stages.names("dit") and "conv_1x1_as_mm" not in stages.names("dit")
+    searched = stages.recipe("cudnn_benchmark")
+    assert searched.cudnn_benchmark and not stages.recipe("compile_text_encoder").cudnn_benchmark
+    assert not torch.backends.cudnn.benchmark
+    with optimizations.process_flags(searched):
+        assert torch.backends.cudnn.benchmark
+    assert not torch.backends.cudnn.benchmark
+    flag = stages.recipe("conv_1x1_as_mm", "sdxl")
+    assert flag.cudnn_benchmark and flag.compile["options"] == {"triton.cudagraphs": True, "conv_1x1_as_mm": True}
+    assert flag.compile_vae == flag.compile and gate.replays_graphs("conv_1x1_as_mm")
+    assert stages.min_psnr("conv_1x1_as_mm", "sd", "sd15") == stages.min_psnr("fp16", "sd", "sd15")
+
+
+def test_frontier_fp8_adds_float8_to_the_frontier_of_sdxl_and_dits():
+    lineage = [s.name for s in stages.lineage("frontier_fp8", "dit")]
+    assert lineage == ["bf16", "cudagraphs", "compile_vae", "frontier", "frontier_fp8"]
+    recipe = stages.recipe("frontier_fp8", "sdxl")
+    assert (recipe.dtype, recipe.quantize, recipe.fuse_qkv, recipe.channels_last) == ("bfloat16", "fp8", True, True)
+    assert recipe.compile["mode"] == "reduce-overhead" and recipe.compile_vae is not None
+    assert "frontier_fp8" not in stages.names("sd")
+    assert stages.min_psnr("frontier_fp8", "dit", "flux") is None  # its own numerics: no floor until measured
 
 
 @pytest.mark.slow

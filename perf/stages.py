@@ -40,7 +40,9 @@ class Recipe:
     compile_text_encoder: dict | None = None  # kwargs of torch.compile for the text encoder, or None
     quantize: str | None = None  # torchao on the denoiser's linears: "int8" | "fp8" (dynamic activations)
     host_timesteps: bool = False  # scheduler on host timesteps, denoiser on device copies: no sync per step
-    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark: cuDNN times its convolution algorithms per shape
+    #: torch.backends.cudnn.benchmark (cuDNN times its convolution algorithms per shape). No built-in stage
+    #: sets it: on sd15's best stage it bought nothing on the H200 (``reports/h200/frontier-fp8/``).
+    cudnn_benchmark: bool = False
     requires: tuple[str, ...] = ()  # see perf.requirements.CHECKS
 
 
@@ -54,14 +56,6 @@ FAMILY_BASE: dict[str, dict[str, Any]] = {
     "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
                 compile_vae=None, compile_text_encoder=None, quantize=None, host_timesteps=False, cudnn_benchmark=False),
 }
-
-#: diffusion-fast's one Inductor flag that tunes nothing, with CUDA graphs (``triton.cudagraphs`` is
-#: what ``mode="reduce-overhead"`` sets; ``torch.compile`` takes a mode or options, not both). Its
-#: other flags were withdrawn: coordinate-descent tuning compiled sd15 for more than 7 1/2 minutes on
-#: an H200 (``reports/h200/frontier-dec4/``), and ``epilogue_fusion`` only fuses into the templates
-#: that max-autotune generates.
-GRAPHS_CONV_1X1_AS_MM = {"fullgraph": True, "options": {"triton.cudagraphs": True, "conv_1x1_as_mm": True}}
-
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -131,13 +125,6 @@ STAGES: tuple[Stage, ...] = (
     Stage("compile_text_encoder", "cudnn_attention", "+ the text encoder compiled with CUDA graphs",
           compile_text_encoder={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"),
           min_effect=0.03, families=("sd",)),
-    Stage("cudnn_benchmark", "compile_text_encoder",
-          "+ cuDNN times its convolution algorithms once per shape and keeps the fastest",
-          cudnn_benchmark=True, requires=("cuda", "compile"), min_effect=0.03, families=UNET,
-          parent_in={"sdxl": "cudnn_attention"}),
-    Stage("conv_1x1_as_mm", "cudnn_benchmark", "+ Inductor runs 1x1 convolutions as matrix products (diffusion-fast)",
-          compile=GRAPHS_CONV_1X1_AS_MM, compile_vae=GRAPHS_CONV_1X1_AS_MM, requires=("cuda", "compile"),
-          min_effect=0.03, families=UNET),
     # -- quantized, as served today (torchao: pip install 'diffusers-perf[torchao]') ----------------
     Stage("int8", "compile", "+ torchao dynamic int8 activations and int8 weights (diffusion-fast)",
           quantize="int8", requires=("compile", "torchao")),
@@ -168,7 +155,8 @@ STAGES: tuple[Stage, ...] = (
 #: * H100, the suite's baselines (``baselines/NVIDIA_H100_80GB_HBM3-x1/``, 0009-0017), repeating to
 #:   0.01 dB between runs and machines: sd15 tf32 76.0, float16-class 63.6-63.8, bf16 46.8, int8 59.0,
 #:   fp8 43.7; sdxl tf32 76.1, float16-class 71.1-71.7, bf16 50.1; flux fused_qkv identical, compile
-#:   39.4, fp8 38.5. The same fault on sd15 (``reports/h100/quality/``) gave fp32 62.6, fp16 59.9,
+#:   39.4, fp8 38.5 (38.5 on the H200, ``frontier_fp8`` 38.6 twice: ``baselines/NVIDIA_H200-x1/0015``,
+#:   ``reports/h200/frontier-fp8/``). The same fault on sd15 (``reports/h100/quality/``) gave fp32 62.6, fp16 59.9,
 #:   sdpa 60.0 dB, and bf16 46.6. Measured on an H100; another GPU that rounds differently may need
 #:   rows of its own.
 MIN_PSNR: dict[str, dict[str, float]] = {
@@ -180,6 +168,7 @@ MIN_PSNR: dict[str, dict[str, float]] = {
     "cudagraphs": {"flux": 36.4},  # the same kernels; on a DiT its parent is bf16, whose floor is "identical"
     "int8": {"tiny": 56.5, "tiny-sdxl": 55.0, "tiny-flux": 44.5, "sd15": 56.0},
     "fp8": {"sd15": 40.7, "flux": 35.5},
+    "frontier_fp8": {"flux": 35.5},
 }
 
 #: Where each embedded pipeline's floors were measured: its floors apply on that device type only.

@@ -48,21 +48,28 @@ def test_floors_are_inherited_down_the_ladder_and_only_where_measured():
         assert name in stages.BY_NAME and all(pipeline for pipeline in floors)
 
 
-def test_gpu_floors_sit_under_what_the_suite_stored_on_the_h100():
-    """Each CUDA floor is held to the baselines it was read from: at least 2.5 dB under every stored
-    image of its stage (3 dB was the rule), so an unchanged run cannot fall through it."""
+FIRST_MEASURED_ON_THE_H200 = {"frontier_fp8"}
+
+
+def test_gpu_floors_sit_under_what_the_suite_stored_on_the_gpus():
+    """Each CUDA floor is held to the baselines it was read from (the H100's, and the H200's for the
+    stages first measured there): at least 2.5 dB under every stored image of its stage (3 dB was
+    the rule), so an unchanged run cannot fall through it. Every other stored GPU image passes it."""
     from pathlib import Path
 
     judged = set()
-    for path in sorted((Path(__file__).resolve().parents[1] / "baselines" / "NVIDIA_H100_80GB_HBM3-x1").glob("*.json")):
+    for path in sorted((Path(__file__).resolve().parents[1] / "baselines").glob("NVIDIA_H*-x1/*.json")):
         for bench in json.loads(path.read_text())["benchmarks"]:
             extra = bench["extra_info"]
             spec = pipelines.SPECS.get(extra["pipeline"])
             if "quality" not in extra or spec is None or (extra["steps"], extra["size"]) != (spec.steps, spec.size):
                 continue
+            if bench["param"] not in stages.BY_NAME:
+                continue  # a stage measured once and withdrawn (0016_h200: cudnn_benchmark, conv_1x1_as_mm)
             floor = stages.min_psnr(bench["param"], spec.family, extra["pipeline"], "cuda")
             if floor is not None:
-                assert extra["quality"]["psnr_db"] >= floor + 2.5, (path.name, bench["param"])
+                read_there = "H100" in path.parent.name or bench["param"] in FIRST_MEASURED_ON_THE_H200
+                assert extra["quality"]["psnr_db"] >= floor + (2.5 if read_there else 0.0), (path.name, bench["param"])
                 judged.add((extra["pipeline"], bench["param"]))
     floors = {(pipeline, name) for name, rows in stages.MIN_PSNR.items() for pipeline in rows
               if stages.FLOORS_MEASURED_ON[pipeline] == "cuda"}

@@ -367,9 +367,10 @@ def gpu_components(extra: Mapping[str, Any] | None) -> dict[str, list[float]]:
 #: the gate treats as real (besides :data:`GPU_TIME_MIN_EFFECT` of the component itself). Why: the
 #: "other" component (the scheduler's and guidance's small kernels, about 1 ms of sd15's 300)
 #: moved +3.2 % between two unchanged H200 machines (``cudagraphs``, 0012 against
-#: ``reports/h200/frontier-fp8/``: 42 us, 0.013 % of the stage) and +19 % on a Flux rerun, while over
-#: 277 unchanged stored pairs no component moved more than 0.01 % of its stage's GPU time but the
-#: UNet and the VAE, which are large enough to be judged on their own 3 %. At 0.05 % a VAE decode
+#: ``reports/h200/frontier-fp8/``: 42 us, 0.013 % of the stage) and +19 % on a Flux rerun. Over the
+#: 283 unchanged stored H200 pairs, "other" and the text encoders never moved more than 0.0102 % of
+#: their stage's GPU time; only the UNet, the transformer and the VAE did, and those are judged on
+#: their own 3 %. At 0.05 % a VAE decode
 #: 20 % slower still fails (0.45 % of ``compile_vae``), and so does a text encoder 20 % slower
 #: (0.08 %); a change in the small kernels below it is left to the whole GPU time.
 COMPONENT_MIN_SHARE = 0.0005

@@ -370,9 +370,9 @@ def gpu_components(extra: Mapping[str, Any] | None) -> dict[str, list[float]]:
 #: ``reports/h200/frontier-fp8/``: 42 us, 0.013 % of the stage) and +19 % on a Flux rerun. Over the
 #: 283 unchanged stored H200 pairs, "other" and the text encoders never moved more than 0.0102 % of
 #: their stage's GPU time; only the UNet, the transformer and the VAE did, and those are judged on
-#: their own 3 %. At 0.05 % a VAE decode
-#: 20 % slower still fails (0.45 % of ``compile_vae``), and so does a text encoder 20 % slower
-#: (0.08 %); a change in the small kernels below it is left to the whole GPU time.
+#: their own 3 %. At 0.05 % a VAE decode 20 % slower still fails (0.45 % of ``compile_vae``), and
+#: so does a text encoder 20 % slower (0.08 %); a change in the small kernels below it is left to
+#: the whole GPU time.
 COMPONENT_MIN_SHARE = 0.0005
 
 

@@ -162,14 +162,14 @@ def _driver_version() -> str | None:
 # -- the rule for "compared" ------------------------------------------------------------------------
 
 
-def timer_name(timer) -> str:
+def timer_name(timer: object) -> str:
     """``time.perf_counter``, ``perf_counter`` and the function itself all name the same timer."""
     target = getattr(timer, "target", timer)
     name = getattr(target, "__name__", None) or str(target)
     return name.rsplit(".", 1)[-1]
 
 
-def identity(settings: dict, recipe: dict, timer) -> dict:
+def identity(settings: dict, recipe: dict, timer: object) -> dict:
     """What must match for a stored entry to be this stage's baseline (see the module's rule)."""
     ident = {key: settings.get(key) for key in COMPARED_SETTINGS}
     ident["timer"] = timer_name(timer)

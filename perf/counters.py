@@ -23,7 +23,9 @@ import dataclasses
 import gc
 import re
 import sys
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Iterable
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # torch is imported where a profile is read: judging stored runs needs none
     import torch
@@ -78,7 +80,7 @@ def _python_calls(call: Callable[[], object]) -> tuple[object, int]:
     (two counts of the same tiny round in a fresh test worker differed by 2 of 13,382 calls)."""
     calls = 0
 
-    def profiler(frame, event, arg):
+    def profiler(frame: FrameType, event: str, arg: object) -> None:
         nonlocal calls
         if event == "call":
             calls += 1
@@ -102,7 +104,7 @@ def _is_kernel(device_event_name: str) -> bool:
     return not device_event_name.startswith(("Memcpy", "Memset"))
 
 
-def device_counts(events) -> dict[str, int]:
+def device_counts(events: Iterable[Any]) -> dict[str, int]:
     """Kernels, copies by direction and the counted CUDA runtime calls, from a profile's events
     (one made with CUDA activity: the runtime calls are traced with it)."""
     import torch
@@ -138,7 +140,7 @@ def kernel_kind(name: str) -> str:
     return _SERIAL.sub("", name.strip())[:60]
 
 
-def kernel_kinds(events) -> dict[str, int]:
+def kernel_kinds(events: Iterable[Any]) -> dict[str, int]:
     """GPU kernels per :func:`kernel_kind` in one profiled generation.
 
     Why: the ``kernels`` counter says that a generation ran 700 more kernels, not which; stored

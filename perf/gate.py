@@ -52,14 +52,18 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from . import counters, quality, stages
 from .baselines import StagePlan, gpu_samples
 from .outcome import Status
+from .results import StageResult
 from .stats import (bootstrap_median_ci, bootstrap_ratio_ci, mann_whitney_p, robust_cv, run_to_run_cv,
                     run_to_run_sd, signed_rank_p, smallest_p)
 from .gpu_time import GPU_ROUNDS
+
+if TYPE_CHECKING:  # perf.ab imports this module
+    from .ab import ABResult
 
 ALPHA = 0.01
 MEMORY_THRESHOLD = 0.05
@@ -335,7 +339,8 @@ def compare_latency(baseline: list[float], current: list[float], min_effect: flo
     )
 
 
-def compare_gpu_time(baseline: list[float], current: list[float], history: list[float] | None = None):
+def compare_gpu_time(baseline: list[float], current: list[float],
+                     history: list[float] | None = None) -> LatencyComparison:
     """GPU busy time on its median, with its own floor and significance level."""
     return compare_latency(baseline, current, GPU_TIME_MIN_EFFECT, history, alpha=GPU_TIME_ALPHA)
 
@@ -350,7 +355,7 @@ def component_name(name: str) -> str:
     return COMPONENT_NAMES.get(name, name)
 
 
-def component_order(names) -> list[str]:
+def component_order(names: Iterable[str]) -> list[str]:
     """Components in the order tables and charts show them: :data:`COMPONENT_NAMES`' order, then
     any other by name."""
     order = list(COMPONENT_NAMES)
@@ -464,12 +469,12 @@ class Policy:
     compare_fail: tuple = ()  # pytest-benchmark RegressionCheck objects (--benchmark-compare-fail)
 
 
-def not_compared(name: str, reason: str, policy: Policy, **fields) -> Verdict:
+def not_compared(name: str, reason: str, policy: Policy, **fields: Any) -> Verdict:
     return Verdict(name, Status.NOT_COMPARED, reason, failing=not policy.allow_uncompared,
                    headline=f"{name} not compared", **fields)
 
 
-def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Verdict:
+def judge(name: str, result: StageResult | None, stage_plan: StagePlan | None, policy: Policy) -> Verdict:
     """The verdict of one stage: ``result`` is a :class:`perf.runner.StageResult` (or None if not run)."""
     bench = stage_plan.entry if stage_plan is not None else None
     base_median = bench["stats"]["median"] if bench else None
@@ -554,9 +559,9 @@ def judge(name: str, result, stage_plan: StagePlan | None, policy: Policy) -> Ve
     return Verdict(name, Status.OK, detail + suffix, **fields)
 
 
-def step_timing(extra: dict | None) -> dict:
+def step_timing(extra: Mapping[str, Any] | None) -> dict:
     """``step_timing`` of an ``extra_info`` (a stored entry's, or a result's extra), or {}."""
-    found = extra.get("step_timing") if isinstance(extra, dict) else None
+    found = extra.get("step_timing") if isinstance(extra, Mapping) else None
     return found if isinstance(found, dict) else {}
 
 
@@ -600,7 +605,8 @@ def host_paced(gpu_busy: float | None, below: float = STEPS_HOST_PACED_BELOW) ->
     return gpu_busy is None or gpu_busy < below
 
 
-def compare_steps(bench: dict, extra: dict, stage_plan: StagePlan, device: str) -> dict[str, LatencyComparison]:
+def compare_steps(bench: dict, extra: Mapping[str, Any], stage_plan: StagePlan,
+                  device: str) -> dict[str, LatencyComparison]:
     """Each of :data:`STEP_COMPONENTS` that both runs timed, on :data:`STEP_STATISTIC`, against its
     floor and its own noise (within the baseline's rounds, and between the stored runs); none where
     the baseline's GPU paced its steps (:data:`STEPS_HOST_PACED_BELOW`), and no loop where either
@@ -661,7 +667,7 @@ def quality_drop_allowed(history: list[float]) -> float:
     return max(QUALITY_MIN_DROP_DB, NOISE_MULTIPLE * (run_to_run_sd(history) or 0.0))
 
 
-def _quality_problems(bench: dict, extra: dict, stage_plan: StagePlan, source: str) -> list[str]:
+def _quality_problems(bench: dict, extra: Mapping[str, Any], stage_plan: StagePlan, source: str) -> list[str]:
     before, now = quality.stored(bench.get("extra_info")), quality.stored(extra)
     if before is None or now is None or before.reference != now.reference:
         return []
@@ -678,13 +684,13 @@ def _quality_problems(bench: dict, extra: dict, stage_plan: StagePlan, source: s
 KERNEL_COUNTERS = ("kernels", "launches")
 
 
-def _counter_lines(changes, steps: int | None, kinds_before: dict[str, int] | None = None,
+def _counter_lines(changes: Sequence[counters.Change], steps: int | None, kinds_before: dict[str, int] | None = None,
                    kinds_after: dict[str, int] | None = None) -> tuple[list[str], list[str]]:
     """The counter changes that fail the stage, and those only reported; ``kinds_before`` and
     ``kinds_after`` (:func:`perf.counters.kernel_kinds`) say which kernels a failing count added."""
     added = counters.most_added(kinds_before, kinds_after) if kinds_before and kinds_after else ""
 
-    def failing(change) -> str:
+    def failing(change: counters.Change) -> str:
         line = change.describe(steps)
         return f"{line}; most added: {added}" if added and change.spec.name in KERNEL_COUNTERS else line
 
@@ -702,7 +708,7 @@ def _ok_suffix(gpu: LatencyComparison | None, notes: list[str]) -> str:
     return gpu_note + "".join(f"; {note}" for note in notes)
 
 
-def _compare_fail(checks, rounds: list[float], baseline_stats: dict) -> list[str]:
+def _compare_fail(checks: Sequence[Any] | None, rounds: list[float], baseline_stats: dict) -> list[str]:
     """``--benchmark-compare-fail`` expressions, with pytest-benchmark's own checks, as verdict lines."""
     if not checks:
         return []
@@ -770,7 +776,7 @@ def paired(ratios: list[float], limit: float) -> LatencyComparison:
                              baseline_cv=robust_cv(ratios), statistic=PAIRED)
 
 
-def judge_ab(name: str, result, policy: Policy) -> Verdict:
+def judge_ab(name: str, result: ABResult | None, policy: Policy) -> Verdict:
     """The A/B verdict of one stage: ``result`` is a :class:`perf.ab.ABResult`."""
     if result is None or result.outcome == "skipped":
         return Verdict(name, Status.SKIPPED, result.message if result else "not run")
@@ -779,6 +785,8 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     if result.outcome == "not compared":
         return not_compared(name, result.message, policy)
     candidate, reference = result.candidate, result.reference
+    if candidate is None or reference is None:
+        return not_compared(name, "a side sent no measurements", policy)
     ratios = result.ratios
     if not ratios or 0.5 ** len(ratios) > ALPHA:
         return not_compared(name, f"{len(ratios)} pairs: the signed-rank test cannot reach p <= {ALPHA}", policy)
@@ -801,8 +809,9 @@ def judge_ab(name: str, result, policy: Policy) -> Verdict:
     base_mem, mem = reference.peak_memory_bytes, candidate.peak_memory_bytes
     memory_ratio = mem / base_mem if base_mem and mem is not None else None
     changes = counters.compare(reference.counters or {}, candidate.counters or {})
-    fields = dict(latency=latency, gpu=gpu, memory_ratio=memory_ratio, counter_changes=changes,
-                  baseline_median=reference.median, baseline="reference", steps=steps, components=parts)
+    fields: dict[str, Any] = dict(latency=latency, gpu=gpu, memory_ratio=memory_ratio, counter_changes=changes,
+                                  baseline_median=reference.median, baseline="reference", steps=steps,
+                                  components=parts)
     problems = [_regression_detail("candidate/reference", latency)] if latency.regressed else []
     problems += [_step_detail(field, comparison) for field, comparison in steps.items() if comparison.regressed]
     problems += _gpu_and_memory_problems(gpu, base_mem, mem, parts)

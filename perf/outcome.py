@@ -18,6 +18,10 @@ import dataclasses
 import enum
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # gate imports this module: the verdict's type only, never at run time
+    from .gate import Verdict
 
 
 class Status(str, enum.Enum):
@@ -73,7 +77,8 @@ def first_line(text: str) -> str:
     return (errors[0][1:].strip() if errors else lines[-1])[:500]
 
 
-def settle(stage: str, verdict, record: Record | None, interrupted: bool, make):
+def settle(stage: str, verdict: Verdict | None, record: Record | None, interrupted: bool,
+           make: Callable[[str, Status, str, bool], Verdict]) -> Verdict:
     """The one verdict a stage ends with: the gate's, unless pytest says something else happened.
 
     ``make(stage, status, detail, failing)`` builds a verdict (a :class:`perf.gate.Verdict`).
@@ -157,11 +162,11 @@ def _nothing_judged(run: Run, everything: list) -> str:
     return "nothing was measured"
 
 
-def _count(verdicts, *statuses) -> list:
+def _count(verdicts: Sequence[Verdict], *statuses: Status) -> list[Verdict]:
     return [v for v in verdicts if v.status in statuses]
 
 
-def _section(verdicts, run: Run, ladder: bool) -> str:
+def _section(verdicts: Sequence[Verdict], run: Run, ladder: bool) -> str:
     if run.compare or not ladder:
         parts = _compared_parts(verdicts, run.allow_uncompared)
         faster = _count(verdicts, Status.FASTER)
@@ -193,7 +198,7 @@ def _section(verdicts, run: Run, ladder: bool) -> str:
     return section
 
 
-def _compared_parts(verdicts, allow_uncompared: bool) -> list[str]:
+def _compared_parts(verdicts: Sequence[Verdict], allow_uncompared: bool) -> list[str]:
     """How many stages were compared or regressed, and which could not be compared."""
     regressed = _count(verdicts, Status.REGRESSION)
     uncompared = _count(verdicts, Status.NOT_COMPARED)

@@ -742,7 +742,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         terminalreporter.write_line(f"{verdict.status.upper()} {verdict.stage}: {verdict.detail}", red=True, bold=True)
     for problem in perf.problems:
         terminalreporter.write_line(problem, red=True, bold=True)
-    if perf.report_written:
+    if perf.report_written and perf.settings.report is not None:
         terminalreporter.write_line(f"report: {shown(perf.settings.report)}")
 
 

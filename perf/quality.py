@@ -23,7 +23,8 @@ float32) then neither fails a floor nor "drops" from exact equality to float32 r
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch and numpy are imported where images are compared: judging stored runs needs neither
     import torch
@@ -79,7 +80,7 @@ def similarity(images, reference_images, reference: str) -> Similarity:
     return Similarity(reference, min(psnr, IDENTICAL_DB), ssim)
 
 
-def stored(extra_info: dict | None) -> Similarity | None:
+def stored(extra_info: Mapping[str, Any] | None) -> Similarity | None:
     """A stored entry's similarity (``extra_info.quality``), or None for files from before it was kept."""
     data = (extra_info or {}).get("quality")
     if not isinstance(data, dict):

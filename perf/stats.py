@@ -11,6 +11,7 @@ import functools
 import math
 import random
 import statistics
+from typing import Any
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -18,7 +19,7 @@ BOOTSTRAP_RESAMPLES = 2000
 MAD_TO_SIGMA = 1.4826
 
 
-def finite_positive(samples) -> bool:
+def finite_positive(samples: Any) -> bool:
     """Whether every sample is a real, finite number above zero (what a duration must be)."""
     try:
         return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0

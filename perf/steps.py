@@ -38,6 +38,7 @@ import inspect
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 #: The per-round statistics stored in ``extra_info.step_timing`` (seconds, one value per timed round);
 #: ``loop_median`` only where the denoiser's calls were timed, with two steps or more.
@@ -72,7 +73,7 @@ class Round:
         return found
 
 
-def supports(pipe) -> bool:
+def supports(pipe: Any) -> bool:
     """Whether the pipeline calls back at each step's end (Diffusers' ``callback_on_step_end``)."""
     try:
         return "callback_on_step_end" in inspect.signature(pipe.__call__).parameters
@@ -92,7 +93,7 @@ class StepClock:
         #: calls the timed rounds split each step at; None: steps are not split.
         self.denoiser = None
 
-    def on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+    def on_step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         if self.burn is not None:
             self.burn()
         self._marks.append(time.perf_counter())
@@ -101,7 +102,7 @@ class StepClock:
     def timed(self, call: Callable[[], object]) -> Callable[[], object]:
         """``call`` recording its round's components; what is timed around it is unchanged."""
 
-        def round_with_steps():
+        def round_with_steps() -> object:
             self._marks, self._calls = [], []
             hooks = self._watch()
             try:

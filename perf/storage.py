@@ -22,7 +22,8 @@ import math
 import os
 import re
 import tempfile
-from typing import TypeGuard
+from collections.abc import Iterator
+from typing import Any, NoReturn, TypeGuard
 from pathlib import Path
 
 from .stats import finite_positive
@@ -119,11 +120,11 @@ def read(path: Path, injected_ok: bool = False) -> StoredRun:
     return StoredRun(path=path, data=data)
 
 
-def _reject_constant(name: str):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"holds {name}, which is no number a timing can be")
 
 
-def validate(data, injected_ok: bool = False) -> str | None:
+def validate(data: Any, injected_ok: bool = False) -> str | None:
     """What is wrong with a stored run's content, in a few words naming the field; None if usable."""
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         return "not a pytest-benchmark file (no 'benchmarks' list)"
@@ -149,7 +150,7 @@ def validate(data, injected_ok: bool = False) -> str | None:
     return None
 
 
-def _validate_entry(bench) -> str | None:
+def _validate_entry(bench: Any) -> str | None:
     if not isinstance(bench, dict):
         return "is not an object"
     for field in ("fullname", "name"):
@@ -220,7 +221,7 @@ def _validate_stats(stats: dict) -> str | None:
     return None
 
 
-def _validate_quality(quality) -> str | None:
+def _validate_quality(quality: Any) -> str | None:
     """``extra_info.quality`` (perf.quality): PSNR and SSIM of real images, or absent (older files)."""
     if quality is None:
         return None
@@ -236,11 +237,11 @@ def _validate_quality(quality) -> str | None:
     return None
 
 
-def _count(value, least: int) -> bool:
+def _count(value: Any, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def _number(value, positive: bool = False) -> TypeGuard[int | float]:
+def _number(value: Any, positive: bool = False) -> TypeGuard[int | float]:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return False
     return value > 0 if positive else value >= 0
@@ -297,7 +298,7 @@ def check_writable_folder(folder: Path, what: str) -> str | None:
     return None
 
 
-def shown(path) -> str:
+def shown(path: str | os.PathLike[str]) -> str:
     """A path as the output and the stored verdicts show it: relative to where pytest runs, as
     pytest shows test paths, so that a report or a stored run read on another machine does not
     name this one's folders."""
@@ -307,14 +308,14 @@ def shown(path) -> str:
         return str(path)
 
 
-def short_path(path) -> str:
+def short_path(path: object) -> str:
     """A path short enough for one line: a 300-character path is shown by its ends."""
     text = str(path)
     return text if len(text) <= 240 else f"{text[:100]}...{text[-100:]}"
 
 
 @contextlib.contextmanager
-def _folder_lock(folder: Path):
+def _folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive lock on the folder itself (no lock file to leave behind); none where flock is missing."""
     try:
         import fcntl

@@ -24,7 +24,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -95,7 +95,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def synchronized(fn: Callable, device: torch.device) -> Callable:
-    def call():
+    def call() -> Any:
         result = fn()
         synchronize(device)
         return result
@@ -150,9 +150,9 @@ class Measurement:
     kernel_kinds: dict[str, int] = dataclasses.field(default_factory=dict)  # perf.counters.kernel_kinds
 
 
-def measure(benchmark, generate: Callable, device: torch.device, budget: Budget, *,
+def measure(benchmark: Any, generate: Callable, device: torch.device, budget: Budget, *,
             compiled: bool, phase: Callable[..., None] = lambda text, cost=None: None,
-            timed: Callable[[Callable], Callable] = lambda call: call, pipe=None) -> Measurement:
+            timed: Callable[[Callable], Callable] = lambda call: call, pipe: Any = None) -> Measurement:
     """Warm up, plan the rounds, time ``generate`` through ``benchmark.pedantic``, then profile
     ``budget.gpu_rounds`` more calls for GPU busy time and one under the host-work counters
     (after, so neither profiler ever touches a timed round). ``phase`` hears each step as it
@@ -182,7 +182,7 @@ def measure(benchmark, generate: Callable, device: torch.device, budget: Budget,
 
 def profile_and_count(call: Callable, device: torch.device, budget: Budget,
                       phase: Callable[..., None] = lambda text, cost=None: None,
-                      pipe=None) -> tuple[gpu_time.Profiled, dict[str, int]]:
+                      pipe: Any = None) -> tuple[gpu_time.Profiled, dict[str, int]]:
     """After the timed rounds: GPU busy time of ``budget.gpu_rounds`` profiled rounds (per
     component of ``pipe``, when given), then the host-work counters of one more (whose device side
     the first profiled round already read)."""

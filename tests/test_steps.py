@@ -63,7 +63,9 @@ def test_each_step_is_split_at_the_denoisers_call_and_only_timed_rounds_carry_ho
     timed()
     quiet, burnt = clock.rounds
     assert len(quiet.loop) == len(quiet.steps) == 4
-    assert all(0.0004 < loop < 0.003 for loop in quiet.loop)  # the scheduler's sleep, not the denoiser's
+    # the scheduler's sleep (0.5 ms), not the denoiser's (4 ms): a loop is a small part of its step,
+    # measured relative to it so that a loaded test machine, which stretches both sleeps, cannot fail it
+    assert all(0.0004 < loop < 0.5 * step for loop, step in zip(quiet.loop, quiet.steps))
     summary = clock.summary()
     assert summary["loop_median"][1] > 3 * summary["loop_median"][0]
     assert summary["step_median"][1] < 2 * summary["step_median"][0]

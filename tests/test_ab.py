@@ -37,6 +37,13 @@ def pairs(candidate, reference, device="cuda"):
     return gate.judge_ab("cudagraphs", result, gate.Policy(compare=True))
 
 
+def test_a_passed_pair_with_a_side_missing_is_not_compared_never_judged_on_one_side():
+    result = ABResult("sdpa", "passed", candidate=Side("a", rounds=[0.5] * 12), device_type="cuda", steps=50)
+    verdict = gate.judge_ab("sdpa", result, gate.Policy(compare=True))
+    assert verdict.status == gate.Status.NOT_COMPARED and verdict.detail == "a side sent no measurements"
+    assert verdict.failing  # not compared fails unless --perf-allow-uncompared
+
+
 def drifting(n, scale=1.0, seed=0):
     """Rounds on a host whose speed drifts by 40 % over the stage: what pairs must cancel."""
     import random

@@ -785,10 +785,8 @@ def judge_ab(name: str, result: ABResult | None, policy: Policy) -> Verdict:
     if result.outcome == "not compared":
         return not_compared(name, result.message, policy)
     candidate, reference = result.candidate, result.reference
-    if candidate is None or reference is None:
-        return not_compared(name, "a side sent no measurements", policy)
-    ratios = result.ratios
-    if not ratios or 0.5 ** len(ratios) > ALPHA:
+    ratios = result.ratios  # none without both sides
+    if not ratios or candidate is None or reference is None or 0.5 ** len(ratios) > ALPHA:
         return not_compared(name, f"{len(ratios)} pairs: the signed-rank test cannot reach p <= {ALPHA}", policy)
     latency = paired(ratios, ab_threshold(ratios, result.device_type))
     steps = {}

@@ -21,8 +21,9 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 @contextlib.contextmanager
 def process_flags(recipe: Recipe) -> Iterator[None]:
-    """What a recipe sets for the whole process (TF32, cuDNN's algorithm search, the order SDPA tries its kernels in), set
-    for one stage (its build, its compiles and every call) and restored after."""
+    """What a recipe sets for the whole process (TF32, cuDNN's algorithm search, the order SDPA
+    tries its kernels in), set for one stage (its build, its compiles and every call) and restored
+    after."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(tf32(recipe.tf32))
         stack.enter_context(cudnn_benchmark(recipe.cudnn_benchmark))

@@ -54,7 +54,8 @@ UNET = ("sd", "sdxl")
 #: What a family's root stage does not set itself, where that root is not the registry's root.
 FAMILY_BASE: dict[str, dict[str, Any]] = {
     "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
-                compile_vae=None, compile_text_encoder=None, quantize=None, host_timesteps=False, cudnn_benchmark=False),
+                compile_vae=None, compile_text_encoder=None, quantize=None, host_timesteps=False,
+                cudnn_benchmark=False),
 }
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +157,8 @@ STAGES: tuple[Stage, ...] = (
 #:   0.01 dB between runs and machines: sd15 tf32 76.0, float16-class 63.6-63.8, bf16 46.8, int8 59.0,
 #:   fp8 43.7; sdxl tf32 76.1, float16-class 71.1-71.7, bf16 50.1; flux fused_qkv identical, compile
 #:   39.4, fp8 38.5 (38.5 on the H200, ``frontier_fp8`` 38.6 twice: ``baselines/NVIDIA_H200-x1/0015``,
-#:   ``reports/h200/frontier-fp8/``). The same fault on sd15 (``reports/h100/quality/``) gave fp32 62.6, fp16 59.9,
-#:   sdpa 60.0 dB, and bf16 46.6. Measured on an H100; another GPU that rounds differently may need
+#:   ``reports/h200/frontier-fp8/``). The same fault on sd15 (``reports/h100/quality/``) gave fp32
+#:   62.6, fp16 59.9, sdpa 60.0 dB, and bf16 46.6. Measured on an H100; another GPU that rounds differently may need
 #:   rows of its own.
 MIN_PSNR: dict[str, dict[str, float]] = {
     "fp32": {"tiny": 80.0, "tiny-sdxl": 80.0, "sd15": 80.0, "sdxl": 80.0},

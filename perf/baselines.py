@@ -41,7 +41,7 @@ COMPARED_SETTINGS = ("pipeline", "steps", "size", "batch", "threads")
 #: Recipe fields (:class:`perf.stages.Recipe`) that make a stage what it is; saved in ``extra_info.recipe``.
 #: Files written before the recipe was saved hold ``dtype``, ``tf32`` and ``attention`` only; those are compared.
 RECIPE_FIELDS = ("dtype", "tf32", "attention", "channels_last", "fuse_qkv", "trace_unet", "compile", "compile_vae",
-                 "compile_text_encoder", "quantize", "host_timesteps", "cudnn_benchmark")
+                 "compile_text_encoder", "quantize", "quantize_filter", "host_timesteps", "cudnn_benchmark")
 
 #: Software whose change starts a new history segment (a step change, not noise).
 SOFTWARE_FIELDS = ("python", "torch", "cuda", "cudnn", "diffusers", "transformers", "gpu_driver")

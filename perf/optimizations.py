@@ -116,7 +116,7 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
     if recipe.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     if recipe.quantize is not None:
-        quantize(getattr(pipe, denoiser), recipe.quantize)
+        quantize(getattr(pipe, denoiser), recipe.quantize, recipe.quantize_filter)
     if before_capture is not None:
         before_capture(pipe)
     if recipe.trace_unet:
@@ -189,24 +189,48 @@ def host_timesteps(pipe, device: torch.device) -> None:
 PER_IMAGE_LINEARS = ("time", "norm", "add_embedding")
 
 
-def _quantizable(module: torch.nn.Module, name: str) -> bool:
+def _token_wise(module: torch.nn.Module, name: str) -> bool:
     return (isinstance(module, torch.nn.Linear) and module.in_features > 16 and module.out_features > 16
             and not any(part in name for part in PER_IMAGE_LINEARS))
 
 
-def quantize(denoiser: torch.nn.Module, kind: str) -> None:
-    """torchao's dynamic quantization of the denoiser's token-wise linears, before it is compiled
-    (diffusion-fast's order): ``int8`` activations and weights, or ``fp8`` row-wise (bfloat16 only).
+#: diffusion-fast's shape filter for SDXL's UNet (``apply_dynamic_quant_fn`` in its
+#: ``utils/pipeline_utils.py``), measured there on an A100: a linear whose two sides are both at most
+#: 1280 ran faster unquantized (int8's per-token scaling costs more than the smaller matmul saves),
+#: and so did three larger ones, as (in, out): the 640-channel blocks' GEGLU projection and the
+#: cross-attention's key and value projections of the 77 text tokens (2048 wide; fused, 2560 out).
+DIFFUSION_FAST_SMALL_SIDE = 1280
+DIFFUSION_FAST_SKIPPED = frozenset({(640, 5120), (2048, 2560), (2048, 1280)})
+
+
+def _diffusion_fast(module: torch.nn.Module, name: str) -> bool:
+    if not _token_wise(module, name):
+        return False
+    shape = (module.in_features, module.out_features)
+    return max(shape) > DIFFUSION_FAST_SMALL_SIDE and shape not in DIFFUSION_FAST_SKIPPED
+
+
+#: Which of the denoiser's linears a recipe quantizes (``Recipe.quantize_filter``), by name.
+QUANTIZE_FILTERS: dict[str, Callable[[torch.nn.Module, str], bool]] = {
+    "token_wise": _token_wise, "diffusion_fast": _diffusion_fast}
+
+
+def quantize(denoiser: torch.nn.Module, kind: str, which: str = "token_wise") -> None:
+    """torchao's dynamic quantization of the denoiser's linears that ``which`` names
+    (:data:`QUANTIZE_FILTERS`), before it is compiled (diffusion-fast's order): ``int8`` activations
+    and weights, or ``fp8`` row-wise (bfloat16 only).
 
     ``set_inductor_config=False``: by default torchao turns on Inductor's coordinate-descent tuning
     for the whole process. That makes the first generation compile and benchmark several Triton
     configurations of every kernel, one after another: sd15's fp8 UNet was still compiling after
     220-526 s on an H100 and H200 (``reports/h100/quantized/``). It would also leak into every stage
-    compiled after this one. A quantized stage compiles with the ``compile`` stage's Inductor
-    settings, so the two differ by quantization alone.
+    compiled after this one. A quantized stage compiles with the Inductor settings its own recipe
+    names (``compile``'s, unless it says otherwise), so it differs from its parent by what it declares.
     """
     from torchao.quantization import quantize_
 
+    if which not in QUANTIZE_FILTERS:
+        raise ValueError(f"unknown quantize_filter {which!r}: {', '.join(QUANTIZE_FILTERS)}")
     if kind == "int8":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
@@ -217,7 +241,7 @@ def quantize(denoiser: torch.nn.Module, kind: str) -> None:
         config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
     else:
         raise ValueError(f"unknown quantization {kind!r}: int8 or fp8")
-    quantize_(denoiser, config, filter_fn=_quantizable)
+    quantize_(denoiser, config, filter_fn=QUANTIZE_FILTERS[which])
 
 
 def _set_attention(pipe, attention: str) -> None:

@@ -39,6 +39,9 @@ class Recipe:
     compile_vae: dict | None = None  # kwargs of torch.compile for the VAE's decode (channels_last first), or None
     compile_text_encoder: dict | None = None  # kwargs of torch.compile for the text encoder, or None
     quantize: str | None = None  # torchao on the denoiser's linears: "int8" | "fp8" (dynamic activations)
+    #: Which linears ``quantize`` takes (:data:`perf.optimizations.QUANTIZE_FILTERS`): "token_wise", every
+    #: linear with a row per token; "diffusion_fast", only those diffusion-fast measured faster in int8.
+    quantize_filter: str = "token_wise"
     host_timesteps: bool = False  # scheduler on host timesteps, denoiser on device copies: no sync per step
     #: torch.backends.cudnn.benchmark (cuDNN times its convolution algorithms per shape). No built-in stage
     #: sets it: on sd15's best stage it bought nothing on the H200 (``reports/h200/frontier-fp8/``).
@@ -54,8 +57,8 @@ UNET = ("sd", "sdxl")
 #: What a family's root stage does not set itself, where that root is not the registry's root.
 FAMILY_BASE: dict[str, dict[str, Any]] = {
     "dit": dict(tf32=True, attention="sdpa", channels_last=False, fuse_qkv=False, trace_unet=False, compile=None,
-                compile_vae=None, compile_text_encoder=None, quantize=None, host_timesteps=False,
-                cudnn_benchmark=False),
+                compile_vae=None, compile_text_encoder=None, quantize=None, quantize_filter="token_wise",
+                host_timesteps=False, cudnn_benchmark=False),
 }
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Stage:
     compile_vae: Any = INHERIT
     compile_text_encoder: Any = INHERIT
     quantize: Any = INHERIT
+    quantize_filter: Any = INHERIT
     host_timesteps: Any = INHERIT
     cudnn_benchmark: Any = INHERIT
     #: Needs of this stage alone (not inherited: a CUDA-only parent flag such as TF32 is a no-op on CPU).
@@ -86,12 +90,18 @@ class Stage:
     min_effect: float = 0.10
 
 
+#: CUDA graphs (``mode="reduce-overhead"`` is exactly ``triton.cudagraphs``; torch.compile takes a mode or
+#: options, not both) with diffusion-fast's one int8 flag: Inductor fuses ``torch._int_mm`` with the
+#: scaling after it into one kernel, where by default it keeps them two.
+GRAPHS_INT_MM_WITH_MUL = {"fullgraph": True, "options": {"triton.cudagraphs": True, "force_fuse_int_mm_with_mul": True}}
+
+
 STAGES: tuple[Stage, ...] = (
     # -- the guide's ladder: each row adds one thing to the row above -------------------------
     Stage("fp32", None, "the guide's original: float32, TF32 off, classic attention",
           dtype="float32", tf32=False, attention="classic", channels_last=False,
           fuse_qkv=False, trace_unet=False, compile=None, compile_vae=None, compile_text_encoder=None, quantize=None,
-          host_timesteps=False, cudnn_benchmark=False, families=UNET),
+          quantize_filter="token_wise", host_timesteps=False, cudnn_benchmark=False, families=UNET),
     Stage("tf32", "fp32", "+ TF32 matmuls and convolutions", tf32=True, requires=("cuda",), families=UNET),
     Stage("fp16", "tf32", "float16 weights and activations (never torch.autocast)", dtype="float16",
           families=UNET),
@@ -136,6 +146,11 @@ STAGES: tuple[Stage, ...] = (
           "without FlashAttention 3 and max-autotune)",
           dtype="bfloat16", quantize="fp8", requires=("cuda", "fp8", "compile", "torchao"), min_effect=0.03,
           families=("sdxl", "dit")),
+    Stage("frontier_int8", "frontier",
+          "+ torchao dynamic int8 on the linears diffusion-fast's shape filter keeps, int_mm fused with its "
+          "scaling (diffusion-fast's SDXL recipe, without max-autotune)",
+          quantize="int8", quantize_filter="diffusion_fast", compile=GRAPHS_INT_MM_WITH_MUL,
+          requires=("cuda", "compile", "torchao"), min_effect=0.03, families=("sdxl",)),
 )
 
 #: Quality floors: the lowest PSNR (dB, :mod:`perf.quality`) a stage's images may have against its
@@ -184,7 +199,9 @@ _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transforme
                          "and has none",
             "compile_text_encoder": "it is declared for Stable Diffusion 1.x/2.x, whose encode_prompt copies each "
                                     "output before the encoder's next call; SDXL's keeps its pooled embedding across "
-                                    "that call, which replaying a CUDA graph overwrites"}
+                                    "that call, which replaying a CUDA graph overwrites",
+            "frontier_int8": "diffusion-fast's shape filter names SDXL's UNet's linears; {family}'s need shapes "
+                             "measured on their own (a plugin stage can set quantize=\"int8\" and its own filter)"}
 
 BY_NAME: dict[str, Stage] = {stage.name: stage for stage in STAGES}
 #: The stages declared here; others come from the ``pytest_perf_stages`` hook (:func:`register`).

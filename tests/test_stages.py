@@ -55,9 +55,10 @@ def test_skip_reasons_without_cuda():
 def test_each_family_has_its_ladder_in_the_one_registry():
     assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
                                    "cudnn_attention", "int8", "fp8", "frontier_fp8"]
+    assert "frontier_int8" in stages.names("sdxl") and "frontier_int8" not in stages.names("dit")
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     # SD 1.5: the whole guide; float8 on its frontier is declared for larger denoisers only
-    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8"}
+    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_int8"}
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
     assert (root.dtype, root.attention, root.channels_last, root.fuse_qkv, root.compile) == \
         ("bfloat16", "sdpa", False, False, None)
@@ -140,6 +141,61 @@ def test_frontier_fp8_adds_float8_to_the_frontier_of_sdxl_and_dits():
     assert "frontier_fp8" not in stages.names("sd")
     assert stages.min_psnr("frontier_fp8", "dit", "flux") == 35.5  # its own numerics, measured on the H200
     assert stages.min_psnr("frontier_fp8", "sdxl", "sdxl") is None  # not measured there
+
+
+def test_frontier_int8_is_diffusion_fast_s_int8_on_the_sdxl_frontier():
+    from perf import gate
+
+    lineage = [s.name for s in stages.lineage("frontier_int8", "sdxl")]
+    assert lineage[-3:] == ["compile_vae", "frontier", "frontier_int8"]
+    recipe = stages.recipe("frontier_int8", "sdxl")
+    assert (recipe.dtype, recipe.quantize, recipe.quantize_filter, recipe.fuse_qkv) == \
+        ("float16", "int8", "diffusion_fast", True)
+    assert recipe.compile["options"] == {"triton.cudagraphs": True, "force_fuse_int_mm_with_mul": True}
+    assert gate.replays_graphs("frontier_int8")  # judged as the graph stage it is
+    assert stages.recipe("int8").quantize_filter == "token_wise"  # the other quantized stages are unchanged
+    assert "SDXL's UNet" in stages.not_applicable("frontier_int8", "sd")
+    assert stages.min_psnr("frontier_int8", "sdxl", "sdxl") is None  # its own numerics: none until measured
+
+
+def test_diffusion_fast_s_filter_quantizes_only_sdxl_s_large_token_wise_linears():
+    """The filter keeps what diffusion-fast measured faster in int8; read on SDXL's own UNet, fused
+    as on the frontier, built on the meta device (no memory, no weights)."""
+    import collections
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from perf import optimizations
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**pipelines.SPECS["sdxl"].unet)
+    unet.fuse_qkv_projections()
+    kept, token_wise = collections.Counter(), 0
+    for name, module in unet.named_modules():
+        token_wise += optimizations.QUANTIZE_FILTERS["token_wise"](module, name)
+        if optimizations.QUANTIZE_FILTERS["diffusion_fast"](module, name):
+            kept[module.in_features, module.out_features] += 1
+    # Fused self-attention QKV, the feed-forward, and the 640-channel blocks' unfused cross-attention
+    # key and value (kept by the filter; the fused processor calls to_kv, so they never run).
+    assert kept == {(640, 1920): 10, (1280, 3840): 60, (1280, 10240): 60, (5120, 1280): 60, (2560, 640): 10,
+                    (2048, 640): 20}
+    assert sum(kept.values()) < token_wise / 3  # of 862 token-wise linears: most are at most 1280 a side
+    assert not kept.keys() & optimizations.DIFFUSION_FAST_SKIPPED
+
+
+def test_quantize_takes_the_linears_its_filter_names_and_refuses_an_unknown_one():
+    import torch
+
+    from perf import optimizations
+
+    if requirements.skip_reason(stages.recipe("int8")):
+        pytest.skip(requirements.skip_reason(stages.recipe("int8")))
+    model = torch.nn.Sequential(torch.nn.Linear(640, 640), torch.nn.Linear(640, 2560), torch.nn.Linear(640, 5120))
+    optimizations.quantize(model, "int8", "diffusion_fast")
+    assert [type(layer.weight) is torch.nn.Parameter for layer in model] == [True, False, True]
+    with pytest.raises(ValueError, match="unknown quantize_filter 'nope': token_wise, diffusion_fast"):
+        optimizations.quantize(model, "int8", "nope")
 
 
 @pytest.mark.slow

@@ -215,6 +215,14 @@ QUANTIZE_FILTERS: dict[str, Callable[[torch.nn.Module, str], bool]] = {
     "token_wise": _token_wise, "diffusion_fast": _diffusion_fast}
 
 
+#: The smallest absolute maximum a row's float8 scale is computed from. torchao's row-wise scale is
+#: the row's maximum over 448 with no floor, so a row of zeros quantizes as 0/0 = NaN
+#: (pytorch/ao#3356). SDXL's pipeline gives classifier-free guidance an all-zero negative prompt
+#: (``force_zeros_for_empty_prompt``): every image of SDXL's ``frontier_fp8`` was NaN on the H200
+#: without it (``reports/h200/sdxl-quantized/``). 1e-12 is the floor torchao's own float8 training uses.
+FP8_ROW_AMAX_FLOOR = 1e-12
+
+
 def quantize(denoiser: torch.nn.Module, kind: str, which: str = "token_wise") -> None:
     """torchao's dynamic quantization of the denoiser's linears that ``which`` names
     (:data:`QUANTIZE_FILTERS`), before it is compiled (diffusion-fast's order): ``int8`` activations
@@ -238,7 +246,8 @@ def quantize(denoiser: torch.nn.Module, kind: str, which: str = "token_wise") ->
     elif kind == "fp8":
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
 
-        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
+        config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False,
+                                                           activation_value_lb=FP8_ROW_AMAX_FLOOR)
     else:
         raise ValueError(f"unknown quantization {kind!r}: int8 or fp8")
     quantize_(denoiser, config, filter_fn=QUANTIZE_FILTERS[which])

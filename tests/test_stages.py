@@ -266,6 +266,32 @@ def test_missing_torchao_is_a_skip_reason_a_user_can_act_on(monkeypatch):
         requirements._torchao.cache_clear()
 
 
+@pytest.mark.parametrize("floor, finite", [(True, True), (False, False)])
+def test_float8_keeps_a_row_of_zeros_finite(monkeypatch, floor, finite):
+    """SDXL's pipeline feeds classifier-free guidance an all-zero negative prompt, and torchao's
+    row-wise float8 scale had no floor: a zero row quantized as 0/0, every SDXL image NaN on the
+    H200. Without the floor the same layer still gives NaN, so the test sees the fault it guards."""
+    import torch
+
+    from perf import optimizations
+
+    if requirements.skip_reason(stages.recipe("int8")):  # torchao (and a compiler) missing
+        pytest.skip(requirements.skip_reason(stages.recipe("int8")))
+    if not torch.cuda.is_available():  # torchao allows float8 on GPUs only; torch's CPU _scaled_mm runs it
+        import torchao.float8.inference
+
+        monkeypatch.setattr(torchao.float8.inference, "is_MI300", lambda: True)
+    if not floor:
+        monkeypatch.setattr(optimizations, "FP8_ROW_AMAX_FLOOR", None)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64)).to(device, torch.bfloat16)
+    optimizations.quantize(model, "fp8")
+    tokens = torch.zeros(2, 77, 64, device=device, dtype=torch.bfloat16)
+    tokens[1] = torch.randn(77, 64)  # the prompt; tokens[0] is the empty negative prompt
+    with torch.no_grad():
+        assert bool(torch.isfinite(model(tokens)).all()) is finite
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the skip reasons of a machine without CUDA")
 def test_fp8_needs_a_gpu_that_has_float8():
     assert "needs CUDA" in requirements.skip_reason(stages.recipe("fp8"))

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import functools
 import shutil
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from .stages import Recipe
 
 
 def _cuda() -> str | None:
@@ -152,7 +155,7 @@ def memory_skip(pipeline: str, stage: str, gib: float | None) -> str | None:
             f"and this GPU has {gib:.0f} GiB")
 
 
-def skip_reason(recipe) -> str | None:
+def skip_reason(recipe: Recipe) -> str | None:
     """Why a recipe cannot run here (its stage's own needs: a CUDA-only parent flag such as TF32
     is a no-op on CPU, so needs are not inherited).
 

@@ -250,3 +250,30 @@ def test_steps_the_gpu_paces_are_not_judged():
     assert gate.compare_steps(base, now, plan, "cuda") == {}
     base["extra_info"]["gpu_seconds"] = [x / 2 for x in base["extra_info"]["gpu_seconds"]]  # had the host paced it
     assert gate.compare_steps(base, now, plan, "cuda")["step_fastest"].ratio == pytest.approx(0.958, abs=0.01)
+
+
+def test_more_kernels_inside_cuda_graphs_with_less_gpu_time_are_inductor_s_choice(capsys):
+    """One fresh H200 in four compiled sd15's UNet with 14 kernels a step more (+2.25 %) and
+    0.3-0.6 % less GPU time, nothing else changed (reports/h200/loop/). Inside CUDA graphs those
+    kernels cost no host time, so the graph stages pass, the line saying why; ``compile`` launches
+    each kernel from the host, and its 14 more launches a step still fail."""
+    assert compare.main([str(H200 / "0012_h200.json"), str(H200_REPORTS / "../loop/sd15-compiled-record6.json")]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("diffusers-perf: FAIL, 1 of 5 stages regressed (compile kernel launches")
+    assert next(line for line in out if line.startswith("REGRESSION compile:")).count("+700") == 2
+
+
+def test_more_kernels_inside_cuda_graphs_fail_where_gpu_time_did_not_fall():
+    from types import SimpleNamespace
+
+    from perf import counters, gate
+
+    [kernels] = counters.compare({"kernels": 31079}, {"kernels": 31779})
+    [launches] = counters.compare({"launches": 889}, {"launches": 989})
+    faster, same = SimpleNamespace(ratio=0.996), SimpleNamespace(ratio=1.001)
+    failing, reported = gate._counter_lines([kernels], 50, graphs=True, gpu=faster)
+    assert failing == [] and reported[0].endswith("GPU time -0.4%: Inductor's faster choice, not failed")
+    assert gate._counter_lines([kernels], 50, graphs=True, gpu=same)[0]  # a lost fusion costs GPU time: fails
+    assert gate._counter_lines([kernels], 50, graphs=False, gpu=faster)[0]  # launched from the host: fails
+    assert gate._counter_lines([kernels], 50, graphs=True, gpu=None)[0]  # no GPU time to tell: fails
+    assert gate._counter_lines([launches], 50, graphs=True, gpu=faster)[0]  # host work, whatever the GPU did

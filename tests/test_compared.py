@@ -218,6 +218,7 @@ H200_REPORTS = REPORTS.parents[1] / "h200" / "ladder"
     ("0008_h200.json", "sdxl-rerun-compiled.json"),  # frontier's host-queued steps +29.9 % (GPU busy 90 %)
     ("0009_h200.json", "../components/sd15-comp-aa.json"),
     ("0009_h200.json", "../components/sd15-comp-aa2.json"),
+    ("0017_h200.json", "../sdxl-quantized/sdxl-fp8-rerun10.json"),  # SDXL frontier_fp8, after the NaN fix
 ])
 def test_unchanged_h200_reruns_pass_when_rejudged(baseline, rerun, capsys):
     assert compare.main([str(H200 / baseline), str(H200_REPORTS / rerun)]) == 0, capsys.readouterr().out

@@ -539,7 +539,7 @@ def judge(name: str, result: StageResult | None, stage_plan: StagePlan | None, p
     failing_counters, reported = _counter_lines(changes, result.extra.get("steps"),
                                                 (bench.get("extra_info") or {}).get("kernel_kinds"),
                                                 result.extra.get("kernel_kinds"),
-                                                graphs=device == "cuda" and replays_graphs(name), gpu=gpu)
+                                                graphs=replays_graphs(name), gpu=gpu)
     problems += failing_counters
     problems += _quality_problems(bench, result.extra, stage_plan, source)
     fields.update(latency=latency, latency_median=latency_median, gpu=gpu, memory_ratio=memory_ratio,
@@ -838,7 +838,7 @@ def judge_ab(name: str, result: ABResult | None, policy: Policy) -> Verdict:
     problems += _gpu_and_memory_problems(gpu, base_mem, mem, parts)
     failing_counters, reported = _counter_lines(changes, result.steps, reference.kernel_kinds,
                                                 candidate.kernel_kinds,
-                                                graphs=result.device_type == "cuda" and replays_graphs(name), gpu=gpu)
+                                                graphs=replays_graphs(name), gpu=gpu)
     problems += failing_counters
     if problems:
         return _regression(name, problems, fields)

@@ -237,6 +237,8 @@ def quantize(denoiser: torch.nn.Module, kind: str, which: str = "token_wise") ->
     """
     from torchao.quantization import quantize_
 
+    if which not in QUANTIZE_FILTERS:
+        raise ValueError(f"unknown quantize_filter {which!r}: {', '.join(QUANTIZE_FILTERS)}")
     if kind == "int8":
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig
 
@@ -248,28 +250,7 @@ def quantize(denoiser: torch.nn.Module, kind: str, which: str = "token_wise") ->
                                                            activation_value_lb=FP8_ROW_AMAX_FLOOR)
     else:
         raise ValueError(f"unknown quantization {kind!r}: int8 or fp8")
-    names = quantized_linears(denoiser, which)
-    quantize_(denoiser, config, filter_fn=lambda module, name: name in names)
-
-
-#: What ``fuse_qkv_projections()`` adds to an attention, and the projections it then stops calling.
-#: Diffusers keeps those (``unfuse_qkv_projections()`` needs them), so they stay on the device unused.
-FUSED_INSTEAD = {"to_qkv": ("to_q", "to_k", "to_v"),  # self-attention: one projection for three
-                 "to_kv": ("to_k", "to_v"),  # cross-attention: the query is still to_q
-                 "to_added_qkv": ("add_q_proj", "add_k_proj", "add_v_proj")}  # a DiT's text stream
-
-
-def quantized_linears(denoiser: torch.nn.Module, which: str = "token_wise") -> set[str]:
-    """The names of the linears :func:`quantize` takes: those ``which`` names
-    (:data:`QUANTIZE_FILTERS`) that the forward pass calls. Quantizing a projection that fusion
-    replaced costs build time and memory for a module that never runs."""
-    if which not in QUANTIZE_FILTERS:
-        raise ValueError(f"unknown quantize_filter {which!r}: {', '.join(QUANTIZE_FILTERS)}")
-    replaced = {f"{name}.{old}" if name else old
-                for name, module in denoiser.named_modules() if getattr(module, "fused_projections", False)
-                for fused, olds in FUSED_INSTEAD.items() if hasattr(module, fused) for old in olds}
-    keep = QUANTIZE_FILTERS[which]
-    return {name for name, module in denoiser.named_modules() if name not in replaced and keep(module, name)}
+    quantize_(denoiser, config, filter_fn=QUANTIZE_FILTERS[which])
 
 
 def _set_attention(pipe, attention: str) -> None:

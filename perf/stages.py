@@ -146,11 +146,6 @@ STAGES: tuple[Stage, ...] = (
           "without FlashAttention 3 and max-autotune)",
           dtype="bfloat16", quantize="fp8", requires=("cuda", "fp8", "compile", "torchao"), min_effect=0.03,
           families=("sdxl", "dit")),
-    Stage("frontier_autotune", "frontier_fp8",
-          "+ torch.compile(mode='max-autotune'): Inductor tunes a Triton template against cuBLAS per matmul "
-          "shape, with CUDA graphs (flux-fast's mode; a DiT's few shapes keep its first compile short)",
-          compile={"mode": "max-autotune", "fullgraph": True}, requires=("cuda", "fp8", "compile", "torchao"),
-          min_effect=0.03, families=("dit",)),
     Stage("frontier_int8", "frontier",
           "+ torchao dynamic int8 on the linears diffusion-fast's shape filter keeps, int_mm fused with its "
           "scaling (diffusion-fast's SDXL recipe, without max-autotune)",
@@ -206,8 +201,6 @@ _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transforme
             "compile_text_encoder": "it is declared for Stable Diffusion 1.x/2.x, whose encode_prompt copies each "
                                     "output before the encoder's next call; SDXL's keeps its pooled embedding across "
                                     "that call, which replaying a CUDA graph overwrites",
-            "frontier_autotune": "max-autotune tunes each matmul and convolution shape: {family}'s UNet has many, and "
-                                 "sd15's first compile had not ended after 8 minutes on an H100",
             "frontier_int8": "diffusion-fast's shape filter names SDXL's UNet's linears; {family}'s need shapes "
                              "measured on their own (a plugin stage can set quantize=\"int8\" and its own filter)"}
 

@@ -54,11 +54,11 @@ def test_skip_reasons_without_cuda():
 
 def test_each_family_has_its_ladder_in_the_one_registry():
     assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
-                                   "cudnn_attention", "int8", "fp8", "frontier_fp8", "frontier_autotune"]
+                                   "cudnn_attention", "int8", "fp8", "frontier_fp8"]
     assert "frontier_int8" in stages.names("sdxl") and "frontier_int8" not in stages.names("dit")
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     # SD 1.5: the whole guide; float8 on its frontier is declared for larger denoisers only
-    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_autotune", "frontier_int8"}
+    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_int8"}
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
     assert (root.dtype, root.attention, root.channels_last, root.fuse_qkv, root.compile) == \
         ("bfloat16", "sdpa", False, False, None)
@@ -158,16 +158,6 @@ def test_frontier_int8_is_diffusion_fast_s_int8_on_the_sdxl_frontier():
     assert stages.min_psnr("frontier_int8", "sdxl", "sdxl") is None  # its own numerics: none until measured
 
 
-def test_frontier_autotune_is_frontier_fp8_compiled_in_max_autotune_for_a_dit_only():
-    recipe, parent = stages.recipe("frontier_autotune", "dit"), stages.recipe("frontier_fp8", "dit")
-    assert recipe.compile == {"mode": "max-autotune", "fullgraph": True}
-    assert dataclasses.replace(recipe, compile=parent.compile, requires=parent.requires) == parent
-    assert "transformer (DiT)" not in stages.not_applicable("frontier_autotune", "sdxl")
-    assert stages.not_applicable("frontier_autotune", "sdxl") and stages.not_applicable("frontier_autotune", "sd")
-    # the same float8 numerics, another choice of matmul kernels: its parent's floor until measured
-    assert stages.min_psnr("frontier_autotune", "dit", "flux", "cuda") == stages.MIN_PSNR["frontier_fp8"]["flux"]
-
-
 def test_diffusion_fast_s_filter_quantizes_only_sdxl_s_large_token_wise_linears():
     """The filter keeps what diffusion-fast measured faster in int8; read on SDXL's own UNet, fused
     as on the frontier, built on the meta device (no memory, no weights)."""
@@ -181,41 +171,17 @@ def test_diffusion_fast_s_filter_quantizes_only_sdxl_s_large_token_wise_linears(
     with torch.device("meta"):
         unet = UNet2DConditionModel(**pipelines.SPECS["sdxl"].unet)
     unet.fuse_qkv_projections()
-    modules = dict(unet.named_modules())
-    kept = collections.Counter((modules[name].in_features, modules[name].out_features)
-                               for name in optimizations.quantized_linears(unet, "diffusion_fast"))
-    token_wise = len(optimizations.quantized_linears(unet, "token_wise"))
-    # Fused self-attention QKV, the feed-forward and the projections out; no cross-attention key or
-    # value: fused, they are (2048, 1280) and (2048, 2560), which diffusion-fast skips.
-    assert kept == {(640, 1920): 10, (1280, 3840): 60, (1280, 10240): 60, (5120, 1280): 60, (2560, 640): 10}
-    assert (sum(kept.values()), token_wise) == (200, 512)  # most token-wise linears are at most 1280 a side
+    kept, token_wise = collections.Counter(), 0
+    for name, module in unet.named_modules():
+        token_wise += optimizations.QUANTIZE_FILTERS["token_wise"](module, name)
+        if optimizations.QUANTIZE_FILTERS["diffusion_fast"](module, name):
+            kept[module.in_features, module.out_features] += 1
+    # Fused self-attention QKV, the feed-forward, and the 640-channel blocks' unfused cross-attention
+    # key and value (kept by the filter; the fused processor calls to_kv, so they never run).
+    assert kept == {(640, 1920): 10, (1280, 3840): 60, (1280, 10240): 60, (5120, 1280): 60, (2560, 640): 10,
+                    (2048, 640): 20}
+    assert sum(kept.values()) < token_wise / 3  # of 862 token-wise linears: most are at most 1280 a side
     assert not kept.keys() & optimizations.DIFFUSION_FAST_SKIPPED
-
-
-def test_quantize_skips_the_projections_fused_qkv_replaced():
-    """``fuse_qkv_projections()`` keeps the unfused projections, which the fused processors never
-    call: quantizing them would be build time and memory for nothing. Read on tiny pipelines'
-    denoisers, fused as on the frontier, and checked against the modules a forward pass calls."""
-    import torch
-
-    from perf import optimizations
-
-    for name in ("tiny-sdxl", "tiny-flux"):
-        spec, pipe = pipelines.SPECS[name], pipelines.build(name, "cpu")
-        denoiser = getattr(pipe, optimizations.the_denoiser(pipe))
-        denoiser.fuse_qkv_projections()
-        modules = dict(denoiser.named_modules())
-        called: set[str] = set()
-        hooks = [module.register_forward_hook(lambda module, args, out, name=n: called.add(name))
-                 for n, module in modules.items() if isinstance(module, torch.nn.Linear)]
-        pipe(pipelines.PROMPT, num_inference_steps=1, height=spec.size, width=spec.size, output_type="latent",
-             **spec.call)
-        for hook in hooks:
-            hook.remove()
-        quantized = optimizations.quantized_linears(denoiser)
-        # Exactly the token-wise linears that run: none that fusion replaced, none that runs left out.
-        assert quantized == {n for n in called if optimizations.QUANTIZE_FILTERS["token_wise"](modules[n], n)}
-        assert any(n.endswith(".to_qkv") for n in quantized) and not any(n.endswith(".to_v") for n in quantized)
 
 
 def test_quantize_takes_the_linears_its_filter_names_and_refuses_an_unknown_one():

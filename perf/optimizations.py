@@ -105,8 +105,16 @@ def the_denoiser(pipe) -> str:
 
 
 def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
+          before_quantize: Callable[[object], None] | None = None,
           before_capture: Callable[[object], None] | None = None):
-    """Prepare ``pipe`` as ``recipe`` says; returns the pipeline to time."""
+    """Prepare ``pipe`` as ``recipe`` says; returns the pipeline to time.
+
+    ``before_quantize`` sees the pipeline in its precision, attention and layout, before torchao
+    swaps the linears' weights: where the suite counts the model's FLOPs, which
+    ``FlopCounterMode`` cannot read through torchao's int8 tensors (on CUDA it raised a
+    ``TypeError`` and failed SDXL's ``frontier_int8`` whenever it was a run's first stage; on
+    CPU it counted 0 FLOPs for them). ``before_capture`` sees it quantized, before anything
+    traces or compiles it."""
     pipe.to(device, DTYPES[recipe.dtype])
     _set_attention(pipe, recipe.attention)
     denoiser = the_denoiser(pipe)
@@ -115,6 +123,8 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
         fuse()
     if recipe.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
+    if before_quantize is not None:
+        before_quantize(pipe)
     if recipe.quantize is not None:
         quantize(getattr(pipe, denoiser), recipe.quantize, recipe.quantize_filter)
     if before_capture is not None:

@@ -73,15 +73,17 @@ class Runner:
         if optimizations.denoiser_name(pipe) is None and (recipe.channels_last or recipe.trace_unet or recipe.compile):
             raise StageFailure(f"stage {name!r}: this pipeline has no UNet or transformer, which the stage optimizes")
 
-        def before_capture(pipe):
+        def before_quantize(pipe):  # the model's own FLOPs, whichever stage comes first
             if s.count_flops and self._flops is None:
                 self.progress.phase("counting FLOPs (a 1- and a 2-step generation)", "flops")
                 self._flops = flops.count_generation_flops(lambda n: self.generate(pipe, n), s.steps)
                 self.progress.phase("applying the recipe", "build")
+
+        def before_capture(pipe):
             self.prepare(self, pipe, name)  # pytest_perf_prepare: a plugin's changes (and -p perf.inject's faults)
 
         return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
-                                   before_capture=before_capture)
+                                   before_quantize=before_quantize, before_capture=before_capture)
 
     def baseline_vae_seconds(self, name: str) -> float:
         """The baseline's median VAE GPU time per generation (``--perf-inject-vae-slowdown`` is a

@@ -244,6 +244,10 @@ def quantize(denoiser: torch.nn.Module, kind: str, which: str = "token_wise") ->
     220-526 s on an H100 and H200 (``reports/h100/quantized/``). It would also leak into every stage
     compiled after this one. A quantized stage compiles with the Inductor settings its own recipe
     names (``compile``'s, unless it says otherwise), so it differs from its parent by what it declares.
+
+    After ``fuse_qkv_projections()`` this also quantizes the projections fusion replaced, which
+    never run again, as flux-fast's recipe does: left in bfloat16 they held 2 GiB more of Flux's
+    ``frontier_fp8`` peak on the H200, and the suite failed it (``reports/h200/flux-autotune/``).
     """
     from torchao.quantization import quantize_
 

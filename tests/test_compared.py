@@ -219,10 +219,21 @@ H200_REPORTS = REPORTS.parents[1] / "h200" / "ladder"
     ("0009_h200.json", "../components/sd15-comp-aa.json"),
     ("0009_h200.json", "../components/sd15-comp-aa2.json"),
     ("0017_h200.json", "../sdxl-quantized/sdxl-fp8-rerun10.json"),  # SDXL frontier_fp8, after the NaN fix
+    ("0015_h200.json", "../flux-autotune/flux-fp8-rerun12.json"),  # Flux frontier_fp8, another fresh H200
 ])
 def test_unchanged_h200_reruns_pass_when_rejudged(baseline, rerun, capsys):
     assert compare.main([str(H200 / baseline), str(H200_REPORTS / rerun)]) == 0, capsys.readouterr().out
     assert "none regressed" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_change_that_only_costs_memory_fails_on_peak_memory_when_rejudged(capsys):
+    """Flux's frontier_fp8 with the projections fuse_qkv_projections() replaced left in bfloat16 (a
+    change made on purpose, then backed out: reports/h200/flux-autotune/): time unchanged, 2 GiB more.
+    Its run was interrupted in the next stage, and the re-judged verdict says so (exit status 2)."""
+    assert compare.main([str(H200 / "0015_h200.json"), str(H200_REPORTS / "../flux-autotune/flux-autotune11.json")]) == 2
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith("diffusers-perf: INTERRUPTED, 1 of 1 stages regressed (frontier_fp8 peak memory "
+                           "25.68 -> 27.69 GiB)"), line
 
 
 def test_a_slower_vae_fails_on_its_own_line_when_rejudged(capsys):

@@ -8,6 +8,8 @@
 # NAME names the files; SECONDS is the limit (SIGINT, so an interrupted run still says so and
 # writes its compile cache; SIGKILL 20 s later if it has not ended: the JSON, rewritten after each
 # stage, still holds the stages that finished). The compile cache lives in ./compile-cache (carried between commands).
+# The log and the JSON are written straight into $OUT as well: a command that the device tool
+# stops at its own limit (which shrinks to the session's device time left) still brings them back.
 set -u
 name=$1; limit=$2; shift 2
 out=${OUT:-/tmp/diffusers-perf-out}
@@ -16,12 +18,13 @@ mkdir -p "$out" "$work" compile-cache
 before=$(ls baselines/*/ 2>/dev/null | sort)
 start=$(date +%s)
 timeout -s INT -k 20 "$limit" python3 -m pytest perf -p no:cacheprovider --perf-compile-cache=compile-cache \
-  --benchmark-json="$work/$name.json" --perf-report="$work/$name.md" "$@" > "$work/$name.log" 2>&1
-echo "exit status $? after $(( $(date +%s) - start )) s" >> "$work/$name.log"
+  --benchmark-json="$out/$name.json" --perf-report="$work/$name.md" "$@" > "$out/$name.log" 2>&1
+echo "exit status $? after $(( $(date +%s) - start )) s" >> "$out/$name.log"
+cp "$out/$name.log" "$work/"; [ -f "$out/$name.json" ] && cp "$out/$name.json" "$work/"
 for f in baselines/*/*.json; do
   grep -qxF "$(basename "$f")" <<<"$before" || cp "$f" "$work/"
 done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$work/gpu.csv" 2>&1
 [ -n "${WITH_CACHE:-}" ] && cp -r compile-cache "$work/"  # large: only when this command wrote it
 tar -czf - -C /tmp "$name" | split -b 15M - "$out/$name.tgz.part-"  # 16 MiB a file comes back
-tail -3 "$work/$name.log"
+tail -3 "$out/$name.log"

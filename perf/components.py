@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .gpu_time import busy_seconds
@@ -41,7 +41,7 @@ MARK = "cudaEventRecord"
 DECODER = "vae"
 
 
-def modules(pipe) -> list[tuple[str, Any]]:
+def modules(pipe: Any) -> list[tuple[str, Any]]:
     """The pipeline's ``nn.Module`` components, by the names Diffusers gives them, in its order."""
     import torch
 
@@ -52,7 +52,7 @@ def modules(pipe) -> list[tuple[str, Any]]:
 
 
 @contextlib.contextmanager
-def marked(pipe) -> Iterator[list[tuple[str, bool]]]:
+def marked(pipe: Any) -> Iterator[list[tuple[str, bool]]]:
     """Mark each component's entry and exit while the block runs; yields the marks made, in order,
     as ``(component, entering)``. The hooks and the decoder's wrapper are gone afterwards."""
     import torch
@@ -79,13 +79,13 @@ def marked(pipe) -> Iterator[list[tuple[str, bool]]]:
 
 
 @contextlib.contextmanager
-def _wrapped_decode(vae, mark):
+def _wrapped_decode(vae: Any, mark: Callable[[str, bool], None]) -> Iterator[None]:
     """``vae.decode`` replaced on the instance for the block, whatever it was (a bound method, or
     the compiled function a stage put there), and put back as it was."""
     own = "decode" in vars(vae)
     original = vae.decode
 
-    def decode(*args, **kwargs):
+    def decode(*args: Any, **kwargs: Any) -> Any:
         mark(DECODER, True)
         try:
             return original(*args, **kwargs)
@@ -102,7 +102,7 @@ def _wrapped_decode(vae, mark):
             del vae.decode
 
 
-def attribute(events, labels: list[tuple[str, bool]]) -> dict[str, float]:
+def attribute(events: Iterable[Any], labels: list[tuple[str, bool]]) -> dict[str, float]:
     """GPU busy seconds per component of one profiled round, from its trace's ``events`` and the
     ``labels`` :func:`marked` gave; {} when the trace's marks are not exactly the ones made."""
     import torch
@@ -112,7 +112,7 @@ def attribute(events, labels: list[tuple[str, bool]]) -> dict[str, float]:
                   for event in events), labels)
 
 
-def split(events, labels: list[tuple[str, bool]]) -> dict[str, float]:
+def split(events: Iterable[tuple[bool, str, int, int, int]], labels: list[tuple[str, bool]]) -> dict[str, float]:
     """:func:`attribute` on plain tuples ``(on_device, name, correlation_id, start_ns, end_ns)``."""
     events = list(events)
     marks = sorted(correlation for on_device, name, correlation, _, _ in events

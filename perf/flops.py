@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Callable
 
 import torch
 
 
-def count_generation_flops(generate_with_steps, steps: int) -> int:
+def count_generation_flops(generate_with_steps: Callable[[int], object], steps: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counts = []

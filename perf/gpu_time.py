@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:  # torch is imported where a trace is read: judging stored runs needs none
     import torch
@@ -49,7 +49,7 @@ def busy_seconds(intervals: Iterable[tuple[int, int]]) -> float:
     return total / 1e9
 
 
-def device_intervals(events) -> list[tuple[int, int]]:
+def device_intervals(events: Iterable[Any]) -> list[tuple[int, int]]:
     """``(start_ns, end_ns)`` of every activity that ran on the GPU, from a finished profile's events."""
     import torch
 
@@ -63,7 +63,7 @@ def device_intervals(events) -> list[tuple[int, int]]:
 ATTENTION_KERNEL = re.compile(r"flash|fmha|sdpa|attention", re.IGNORECASE)
 
 
-def attention_kernels(events) -> dict[str, float]:
+def attention_kernels(events: Iterable[Any]) -> dict[str, float]:
     """GPU milliseconds of each attention kernel in one round's trace, by the kernel's name (cut to
     its first 80 characters): which kernel SDPA chose is otherwise invisible, and a stage such as
     ``cudnn_attention`` that only changes SDPA's order can only be shown to work by it."""
@@ -78,7 +78,7 @@ def attention_kernels(events) -> dict[str, float]:
     return found
 
 
-def _trace(call: Callable[[], object]):
+def _trace(call: Callable[[], object]) -> list[Any]:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -99,7 +99,7 @@ class Profiled:
     kernel_kinds: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
-def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe=None) -> Profiled:
+def measure(call: Callable[[], object], device: torch.device, rounds: int, pipe: Any = None) -> Profiled:
     """GPU busy seconds of ``rounds`` profiled calls (which must synchronize), one trace each,
     the device-side counters of the first, and, given the ``pipe`` that ``call`` runs, the busy
     seconds of each of its components (:mod:`perf.components`).

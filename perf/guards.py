@@ -8,8 +8,12 @@ timing. Thresholds are loose on purpose: they catch numeric collapse, not ugly p
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .quality import Similarity
 
 BLACK_MAX = 0.02  # every pixel at most this bright (images are in [0, 1])
 FLAT_STD = 1e-3  # one colour everywhere
@@ -51,7 +55,7 @@ class ImageStats:
         return None
 
 
-def check_quality(stage: str, similarity, floor: float | None) -> None:
+def check_quality(stage: str, similarity: Similarity | None, floor: float | None) -> None:
     """Raise :class:`GuardError` when the stage's PSNR against the reference stage is under its floor
     (``similarity``: a :class:`perf.quality.Similarity`, or None where there is no reference)."""
     if similarity is None or floor is None or similarity.psnr_db >= floor:
@@ -62,7 +66,7 @@ def check_quality(stage: str, similarity, floor: float | None) -> None:
     )
 
 
-def check_images(images, stage: str) -> list[ImageStats]:
+def check_images(images: Any, stage: str) -> list[ImageStats]:
     """Raise :class:`GuardError` naming the stage and the statistic that tripped."""
     if hasattr(images, "detach"):
         images = images.detach().float().cpu().numpy()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -223,7 +224,7 @@ def _ranges(cpus: list[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
-def _check_numbers(get) -> None:
+def _check_numbers(get: Callable[[str], Any]) -> None:
     """Every number option: a whole number in its range, or finite seconds and factors."""
     for option, (lowest, highest) in LIMITS.items():
         value = get(option[2:].replace("-", "_"))

@@ -49,7 +49,7 @@ def storage_folder(uri: str, rootpath: Path) -> Path:
     return Path(uri).absolute()
 
 
-def check_path(option: str, path) -> None:
+def check_path(option: str, path: str | os.PathLike[str]) -> None:
     """Whatever the OS says of a path the user gave (too long, a loop, no permission), as one line.
 
     A missing path is no problem here: whether it must exist is the caller's to say."""

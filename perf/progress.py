@@ -23,7 +23,10 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import pytest
 
 #: What a stage's time is spent on, in the order a stage goes through them.
 COSTS = ("build", "reference", "flops", "warmup", "timing", "gpu_time", "counters")
@@ -121,7 +124,7 @@ LABELS = {"build": "building", "reference": "reference images", "flops": "FLOPs 
           "timing": "timed rounds", "gpu_time": "profiling GPU time", "counters": "counting host work"}
 
 
-def pytest_writer(config) -> Callable[..., None] | None:
+def pytest_writer(config: pytest.Config) -> Callable[..., None] | None:
     """A writer that reaches the terminal while pytest captures the test's output.
 
     On an interactive terminal each stage keeps one line, redrawn at every phase, as pytest

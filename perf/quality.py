@@ -49,7 +49,7 @@ class Similarity:
         return {"reference": self.reference, "psnr_db": round(self.psnr_db, 3), "ssim": round(self.ssim, 6)}
 
 
-def _as_batch(images) -> torch.Tensor:
+def _as_batch(images: Any) -> torch.Tensor:
     """Pipeline output (``output_type="np"``: N x H x W x C in [0, 1]) as float64 N x C x H x W."""
     import numpy as np
     import torch
@@ -62,7 +62,7 @@ def _as_batch(images) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
 
 
-def similarity(images, reference_images, reference: str) -> Similarity:
+def similarity(images: Any, reference_images: Any, reference: str) -> Similarity:
     """PSNR and SSIM of ``images`` against ``reference_images`` (the same seed, settings and shape)."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 

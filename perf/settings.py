@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .timing import Budget
+
+if TYPE_CHECKING:
+    from .stages import Recipe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +39,7 @@ class Settings:
     threads_given: bool = False  # --perf-threads was typed: A/B workers use it too
     compile_cache: Path | None = None  # folder of the compile cache (perf.compile_cache; CUDA); None: off
 
-    def recipe(self, stage: str):
+    def recipe(self, stage: str) -> Recipe:
         """The stage's recipe for this run's pipeline family."""
         from . import stages
 

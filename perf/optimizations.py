@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
@@ -34,7 +34,7 @@ def process_flags(recipe: Recipe) -> Iterator[None]:
         yield
 
 
-def compile_cache_key(tag: str):
+def compile_cache_key(tag: str) -> ContextManager[Any]:
     """Compiles made under ``tag`` never reuse, nor serve, a compile made under another.
 
     Why: ``torch.compile``'s caches (AOTAutograd's and Inductor's, on disk and in the compile cache
@@ -74,7 +74,7 @@ def cudnn_benchmark(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved
 
 
-def cudnn_attention_first():
+def cudnn_attention_first() -> ContextManager[Any]:
     """SDPA tries cuDNN's fused attention before FlashAttention-2, memory-efficient and math
     attention (PyTorch's own order puts cuDNN last). A call cuDNN cannot take (a VAE attention
     of 512 channels a head) falls through to the next kernel, as it would by default.
@@ -88,7 +88,7 @@ def cudnn_attention_first():
                         SDPBackend.MATH], set_priority=True)
 
 
-def denoiser_name(pipe) -> str | None:
+def denoiser_name(pipe: Any) -> str | None:
     """The component that runs once per step: a UNet, or a DiT's transformer."""
     for name in ("unet", "transformer"):
         if getattr(pipe, name, None) is not None:
@@ -96,7 +96,7 @@ def denoiser_name(pipe) -> str | None:
     return None
 
 
-def the_denoiser(pipe) -> str:
+def the_denoiser(pipe: Any) -> str:
     """:func:`denoiser_name`, for code that only runs on a pipeline that has one."""
     name = denoiser_name(pipe)
     if name is None:
@@ -104,9 +104,9 @@ def the_denoiser(pipe) -> str:
     return name
 
 
-def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
-          before_quantize: Callable[[object], None] | None = None,
-          before_capture: Callable[[object], None] | None = None):
+def apply(pipe: Any, recipe: Recipe, device: torch.device, *, batch: int, size: int,
+          before_quantize: Callable[[Any], None] | None = None,
+          before_capture: Callable[[Any], None] | None = None) -> Any:
     """Prepare ``pipe`` as ``recipe`` says; returns the pipeline to time.
 
     ``before_quantize`` sees the pipeline in its precision, attention and layout, before torchao
@@ -151,7 +151,7 @@ def apply(pipe, recipe: Recipe, device: torch.device, *, batch: int, size: int,
     return pipe
 
 
-def host_timesteps(pipe, device: torch.device) -> None:
+def host_timesteps(pipe: Any, device: torch.device) -> None:
     """No device-to-host sync in the denoising loop: the scheduler gets its timesteps on the host,
     the UNet a device copy of each, made once per generation.
 
@@ -169,15 +169,16 @@ def host_timesteps(pipe, device: torch.device) -> None:
     copies: dict[int, torch.Tensor] = {}
 
     @functools.wraps(set_timesteps)
-    def on_host(num_inference_steps=None, device=device, **kwargs):
+    def on_host(num_inference_steps: int | None = None, device: torch.device | str = device, **kwargs: Any) -> None:
         set_timesteps(num_inference_steps, **kwargs)  # on the CPU
         on_device = scheduler.timesteps.to(device)  # where the pipeline asked: one copy for the whole loop
         copies.clear()
         copies.update({int(t): on_device[i] for i, t in enumerate(scheduler.timesteps)})
 
-    def device_timestep(module, args, kwargs):
+    def device_timestep(module: torch.nn.Module, args: tuple[Any, ...],
+                        kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         timestep = args[1] if len(args) > 1 else kwargs.get("timestep")
-        if not (torch.is_tensor(timestep) and timestep.device.type == "cpu" and timestep.dim() == 0):
+        if not (isinstance(timestep, torch.Tensor) and timestep.device.type == "cpu" and timestep.dim() == 0):
             return None
         copy = copies.get(int(timestep))  # a CPU tensor's value: read without waiting for the GPU
         if copy is None:
@@ -267,7 +268,7 @@ def quantize(denoiser: torch.nn.Module, kind: str, which: str = "token_wise") ->
     quantize_(denoiser, config, filter_fn=QUANTIZE_FILTERS[which])
 
 
-def _set_attention(pipe, attention: str) -> None:
+def _set_attention(pipe: Any, attention: str) -> None:
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     if attention == "xformers":
@@ -290,7 +291,7 @@ class TracedUNet(torch.nn.Module):
     ``ScriptModule`` has none of these and breaks the pipeline.
     """
 
-    def __init__(self, traced, unet):
+    def __init__(self, traced: torch.jit.ScriptModule, unet: torch.nn.Module) -> None:
         super().__init__()
         self.traced = traced
         self.config = unet.config
@@ -305,7 +306,8 @@ class TracedUNet(torch.nn.Module):
     def device(self) -> torch.device:
         return self._device
 
-    def forward(self, sample, timestep, encoder_hidden_states, *args, return_dict: bool = True, **kwargs):
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, encoder_hidden_states: torch.Tensor,
+                *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
         extra = sorted(k for k, v in kwargs.items() if v is not None) + (["positional extras"] if any(a is not None for a in args) else [])
         if extra:
             raise TypeError(f"the traced UNet was traced without {', '.join(extra)}")
@@ -317,7 +319,7 @@ class TracedUNet(torch.nn.Module):
         return UNet2DConditionOutput(sample=sample)
 
 
-def trace_unet(pipe, *, batch: int, size: int) -> TracedUNet:
+def trace_unet(pipe: Any, *, batch: int, size: int) -> TracedUNet:
     """``torch.jit.trace`` the UNet for the shapes this run uses (classifier-free guidance doubles the batch)."""
     unet = pipe.unet
     config = unet.config

@@ -284,7 +284,7 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, map(chr, cs)))
 
 
-def build_tokenizer():
+def build_tokenizer() -> Any:
     """A byte-level CLIP vocabulary with no merges: every prompt tokenizes, and padding makes
     the text encoder's work (77 positions) exactly that of the real tokenizer. The tokenizer
     reads its files once, so they live in a temporary folder that is gone when it returns."""
@@ -302,7 +302,7 @@ def build_tokenizer():
 # -- embedded pipelines -----------------------------------------------------------------------------
 
 
-def build_t5_tokenizer():
+def build_t5_tokenizer() -> Any:
     """A T5 (Unigram) tokenizer over printable ASCII, made in memory: every prompt tokenizes,
     and padding to ``max_sequence_length`` makes the T5 encoder's work that of the real one."""
     from transformers import T5Tokenizer
@@ -312,7 +312,7 @@ def build_t5_tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def build(name: str, device: torch.device | str, seed: int = SEED):
+def build(name: str, device: torch.device | str, seed: int = SEED) -> Any:
     """Build an embedded pipeline directly on ``device`` in its ``build_dtype``, weights seeded by ``seed``."""
     spec = SPECS[name]
     torch.manual_seed(seed)
@@ -329,7 +329,7 @@ def build(name: str, device: torch.device | str, seed: int = SEED):
     return pipe
 
 
-def _clip(config: dict, tokenizer, with_projection: bool = False):
+def _clip(config: dict, tokenizer: Any, with_projection: bool = False) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
@@ -337,7 +337,7 @@ def _clip(config: dict, tokenizer, with_projection: bool = False):
     return model(CLIPTextConfig(**config, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos))
 
 
-def _build_sd(spec: PipelineSpec, device: torch.device):
+def _build_sd(spec: PipelineSpec, device: torch.device) -> Any:
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
     tokenizer = build_tokenizer()
@@ -351,7 +351,7 @@ def _build_sd(spec: PipelineSpec, device: torch.device):
     )
 
 
-def _build_sdxl(spec: PipelineSpec, device: torch.device):
+def _build_sdxl(spec: PipelineSpec, device: torch.device) -> Any:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     tokenizer = build_tokenizer()
@@ -365,7 +365,7 @@ def _build_sdxl(spec: PipelineSpec, device: torch.device):
     )
 
 
-def _build_flux(spec: PipelineSpec, device: torch.device):
+def _build_flux(spec: PipelineSpec, device: torch.device) -> Any:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -491,7 +491,7 @@ def model_sample_size(folder: Path) -> int | None:
         return None
 
 
-def load(folder: Path, device: torch.device | str):
+def load(folder: Path, device: torch.device | str) -> Any:
     """``from_pretrained`` in float32 on ``device``: safetensors only, no remote code."""
     from diffusers import DiffusionPipeline
 

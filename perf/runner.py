@@ -60,7 +60,7 @@ class Runner:
     def skip_reason(self, name: str) -> str | None:
         return self.settings.skip_reason(name)
 
-    def build(self, name: str):
+    def build(self, name: str) -> Any:
         """The stage's pipeline, ready to time. Call inside ``optimizations.process_flags(recipe)``."""
         s = self.settings
         recipe = s.recipe(name)
@@ -73,7 +73,7 @@ class Runner:
         if optimizations.denoiser_name(pipe) is None and (recipe.channels_last or recipe.trace_unet or recipe.compile):
             raise StageFailure(f"stage {name!r}: this pipeline has no UNet or transformer, which the stage optimizes")
 
-        def before_quantize(pipe):  # the model's own FLOPs, whichever stage comes first
+        def before_quantize(pipe: Any) -> None:  # the model's own FLOPs, whichever stage comes first
             if s.count_flops and self._flops is None:
                 self.progress.phase("counting FLOPs (a 1- and a 2-step generation)", "flops")
                 try:
@@ -85,7 +85,7 @@ class Runner:
                                       "run; --perf-no-flops skips counting")
                 self.progress.phase("applying the recipe", "build")
 
-        def before_capture(pipe):
+        def before_capture(pipe: Any) -> None:
             self.prepare(self, pipe, name)  # pytest_perf_prepare: a plugin's changes (and -p perf.inject's faults)
 
         return optimizations.apply(pipe, recipe, self.device, batch=s.batch, size=s.size,
@@ -152,7 +152,7 @@ class Runner:
             clean.free()
         self._reference = (root, images)
 
-    def similarity(self, name: str, images) -> quality.Similarity | None:
+    def similarity(self, name: str, images: Any) -> quality.Similarity | None:
         """The stage's images against the reference (None where the reference stage cannot run here)."""
         root = stages.root(self.settings.family)
         if self._reference is None and name == root and not self.settings.injecting:
@@ -172,7 +172,7 @@ class Runner:
 
     # -- measuring ----------------------------------------------------------------------------
 
-    def generate(self, pipe, steps: int):
+    def generate(self, pipe: Any, steps: int) -> Any:
         s = self.settings
         generator = torch.Generator(self.device).manual_seed(pipelines.SEED)
         extra = dict(pipelines.SPECS[s.pipeline].call) if s.model is None else {}
@@ -181,12 +181,12 @@ class Runner:
         return pipe(pipelines.PROMPT, num_inference_steps=steps, height=s.size, width=s.size,
                     num_images_per_prompt=s.batch, generator=generator, output_type="np", **extra).images
 
-    def watch_denoiser(self, pipe) -> None:
+    def watch_denoiser(self, pipe: Any) -> None:
         """Split each timed round's steps at the denoiser's call (``loop_median``, :mod:`perf.steps`)."""
         denoiser = optimizations.denoiser_name(pipe)
         self.clock.denoiser = getattr(pipe, denoiser, None) if denoiser else None
 
-    def measure(self, benchmark, name: str, pipe) -> StageResult:
+    def measure(self, benchmark: Any, name: str, pipe: Any) -> StageResult:
         s = self.settings
         recipe = s.recipe(name)
         benchmark.group = f"{s.label} {s.size}px {s.steps} steps batch {s.batch}"
@@ -212,7 +212,8 @@ class Runner:
         benchmark.extra_info.update(extra)
         return StageResult(stage=name, outcome="passed", rounds=rounds, extra=extra)
 
-    def _extra_info(self, name, recipe, rounds, measured, image_stats) -> StageExtra:
+    def _extra_info(self, name: str, recipe: stages.Recipe, rounds: list[float], measured: timing.Measurement,
+                    image_stats: list[guards.ImageStats]) -> StageExtra:
         s = self.settings
         peak = None
         if self._flops:

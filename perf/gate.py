@@ -163,13 +163,16 @@ STEP_MIN_EFFECT = {
 #: fault moved steps 1.129-1.162 there and fails on the whole generation (``AB_DEVICE_MIN_EFFECT``).
 #: "first" and "after" are short parts of a CPU round at the tests' settings (32 px, 2 steps): the
 #: tests' own A/A (``tests/test_ab.py::test_a_a_passes``) moved "first" +20.1 % on Dec 2 evening, a
-#: false alarm at 20 %: 30 % for both; the step fault is judged on the step and the whole generation.
+#: false alarm at 20 %, and "after" +30.9 % (rank test p=0.004) in a clean-clone CI run on Dec 3, a
+#: false alarm at 30 %. The 70 A/A stage-runs stored in ``reports/cpu/`` moved them 0.66-1.30
+#: ("first") and 0.74-1.25 ("after"): 50 % for both, as for the loop. The step fault is judged on
+#: the step and the whole generation, which these parts do not hold.
 #: The loop outside the denoiser (``loop_median``): 8 A/A stage-runs at the defaults moved it
 #: 0.779-1.223, the 15 % step fault 11.8x and 15.8x (``reports/cpu/loop/ab/``): 50 %. On CUDA it is
 #: recorded, not judged, until a device run measures it.
 AB_STEP_MIN_EFFECT = {
     "cuda": {"step_fastest": 0.03, "first": 0.06, "after": 0.10},
-    "cpu": {"step_fastest": 0.20, "first": 0.30, "after": 0.30, "loop_median": 0.50},
+    "cpu": {"step_fastest": 0.20, "first": 0.50, "after": 0.50, "loop_median": 0.50},
 }
 
 

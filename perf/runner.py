@@ -80,8 +80,7 @@ class Runner:
                     self._flops = flops.count_generation_flops(lambda n: self.generate(pipe, n), s.steps)
                 except Exception as exc:  # FLOPs only say "% of peak": a model the counter cannot read is still timed
                     self._flops = 0
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    self.progress.say(f"FLOPs not counted ({type(exc).__name__}: {first}): no '% of peak' in this "
+                    self.progress.say(f"FLOPs not counted ({first_line(exc)}): no '% of peak' in this "
                                       "run; --perf-no-flops skips counting")
                 self.progress.phase("applying the recipe", "build")
 

@@ -382,7 +382,7 @@ def test_flops_are_counted_on_the_model_before_its_linears_are_quantized():
 def test_a_model_the_flop_counter_cannot_read_is_still_built_and_says_so(monkeypatch):
     """FLOPs only give "% of peak": where ``FlopCounterMode`` raises (as on torchao's int8 tensors
     on CUDA), the stage is built and timed without them, with one line saying why."""
-    from perf import flops
+    from perf import flops, progress
     from perf.runner import Runner
 
     def unreadable(generate, steps):
@@ -391,8 +391,8 @@ def test_a_model_the_flop_counter_cannot_read_is_still_built_and_says_so(monkeyp
     monkeypatch.setattr(flops, "count_generation_flops", unreadable)
     runner = Runner(Settings(pipeline="tiny", model=None, stages=["fp16"], steps=2, size=32, batch=1,
                              budget=Budget(None, 6, 8, 3.0), report=None, count_flops=True))
-    said = []
-    runner.progress._write = lambda line, final: said.append(line) if final else None
+    said: list[str] = []
+    runner.progress = progress.Progress(lambda line, final: said.append(line) if final else None)
     assert runner.build("fp16") is not None
     assert runner._flops == 0  # not counted again for the next stage
     assert said == ["FLOPs not counted (TypeError: unsupported operand type(s) for *: 'NotImplementedType' and "

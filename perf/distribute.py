@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -94,27 +96,27 @@ class Controller:
     """The controller's side (xdist hooks, registered by the plugin): which GPU each worker owns,
     and which stage each collected test is."""
 
-    def __init__(self, gpus: list[str], shared: dict, collected):
+    def __init__(self, gpus: list[str], shared: dict, collected: Callable[[list[str]], None]):
         self.gpus = gpus
         self.shared = shared  # what every worker is told: the run's hardware and key
         self.owner: dict[str, str] = {}  # gateway id -> GPU
         self.collected = collected  # called with each worker's collected test ids
 
-    def pytest_xdist_node_collection_finished(self, node, ids) -> None:
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
         self.collected(ids)
 
     def _free_gpu(self) -> str:
         held = set(self.owner.values())
         return next((gpu for gpu in self.gpus if gpu not in held), self.gpus[len(self.owner) % len(self.gpus)])
 
-    def pytest_xdist_newgateway(self, gateway) -> None:
+    def pytest_xdist_newgateway(self, gateway: Any) -> None:
         gpu = self.owner[gateway.id] = self._free_gpu()
         gateway.remote_exec(f"import os; os.environ['CUDA_VISIBLE_DEVICES'] = {gpu!r}").waitclose()
 
-    def pytest_configure_node(self, node) -> None:
+    def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[WORKER_INPUT] = dict(self.shared, gpu=self.owner.get(node.gateway.id))
 
-    def pytest_testnodedown(self, node, error) -> None:
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
         self.owner.pop(node.gateway.id, None)  # its replacement takes this GPU
 
 
@@ -131,7 +133,7 @@ def from_controller(config: pytest.Config) -> dict | None:
     return shared
 
 
-def enable_timing(bs) -> None:
+def enable_timing(bs: Any) -> None:  # pytest-benchmark's BenchmarkSession
     """pytest-benchmark disables itself in xdist workers; the suite's worker owns its GPU and times."""
     bs.disabled = bool(bs.config.getoption("benchmark_disable") and not bs.config.getoption("benchmark_enable"))
     bs.xdist_warning = False
@@ -161,7 +163,7 @@ def verdict_of(report: pytest.TestReport) -> dict | None:
     return found[-1] if found and report.when == "call" else None
 
 
-def metadata(entry: dict):
+def metadata(entry: dict) -> Any:  # pytest_benchmark.stats.Metadata
     """A worker's entry as pytest-benchmark's own record of a timed test, so that its table, its
     saving and ``--benchmark-json`` treat the controller's merged stages as if timed there."""
     from types import SimpleNamespace

@@ -9,6 +9,8 @@ is measured, so a regression fails that stage's own test, and pytest's summary c
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -23,10 +25,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 class BuiltStage:
-    def __init__(self, name: str, pipe, run: runner.Runner, judge):
+    def __init__(self, name: str, pipe: Any, run: runner.Runner,
+                 judge: Callable[[str, runner.StageResult], gate.Verdict]):
         self.name, self.pipe, self._runner, self._judge = name, pipe, run, judge
 
-    def measure(self, benchmark) -> runner.StageResult:
+    def measure(self, benchmark: Any) -> runner.StageResult:
         """Time the stage, check its images, and judge it against its baseline."""
         message = None
         try:
@@ -46,7 +49,7 @@ class BuiltStage:
 
 
 @pytest.fixture
-def perf_stage(request: pytest.FixtureRequest):
+def perf_stage(request: pytest.FixtureRequest) -> Iterator[BuiltStage]:
     perf = request.config._perf
     run: runner.Runner = perf.runner
     name: str = request.param
@@ -78,7 +81,7 @@ def perf_stage(request: pytest.FixtureRequest):
 class ABStage:
     """One stage of an A/B run (:mod:`perf.ab`): both sides in their own workers."""
 
-    def __init__(self, name: str, perf):
+    def __init__(self, name: str, perf: Any):  # perf.plugin.PerfSession
         self.name, self._perf = name, perf
 
     def compare(self) -> None:

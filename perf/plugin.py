@@ -646,7 +646,7 @@ def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
     drawn = _charts(session.config, perf) if perf.runner.results else []
     text = report.markdown(_title(perf), verdicts, perf.runner.results, _not_selected(perf), perf.context,
                            stages.root(perf.settings.family)) if verdicts else ""
-    if perf.ab_verdicts:
+    if perf.ab_verdicts and perf.ab is not None:  # A/B verdicts come from a session's workers only
         text += ("\n" if text else "") + report.ab_markdown(ab_verdicts, perf.ab)
     if drawn:
         text += "\n" + charts.markdown(drawn)
@@ -731,7 +731,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     if verdicts:
         report.terminal(verdicts, perf.runner.results, _not_selected(perf), perf.context, terminalreporter.write_line,
                         stages.root(perf.settings.family))
-    if ab_verdicts:
+    if ab_verdicts and perf.ab is not None:
         report.ab_terminal(ab_verdicts, perf.ab, terminalreporter.write_line)
     failing = [v for v in verdicts if v.failing and v.status != "failed"]
     failing += [dataclasses.replace(v, stage=f"{v.stage} (A/B)") for v in ab_verdicts
@@ -800,7 +800,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json:
     faults = perf.settings.injected()
     if faults:  # never saved (refused up front), and never read back as a baseline (perf.storage.validate)
         output_json["diffusers_perf"]["injected"] = faults
-    if perf.ab_verdicts:
+    if perf.ab_verdicts and perf.ab is not None:
         output_json["diffusers_perf"]["ab"] = report.ab_json(perf.settled(AB), perf.ab)
 
 
@@ -839,7 +839,7 @@ def _write_json(config: pytest.Config, perf: PerfSession, checkpoint: bool = Fal
         config.hook.pytest_benchmark_update_json(config=config, benchmarks=finished, output_json=document)
         document["diffusers_perf"]["finished"] = not checkpoint
         text = safe_dumps(document, ensure_ascii=True, indent=4)
-    elif perf.ab_verdicts:
+    elif perf.ab_verdicts and perf.ab is not None:
         text = json.dumps({"diffusers_perf": {"hardware_key": perf.key, "settings": perf.settings.describe(),
                                               "session_seconds": _session_seconds(perf), "finished": not checkpoint,
                                               "ab": report.ab_json(perf.settled(AB), perf.ab)}}, indent=2)

@@ -14,18 +14,28 @@ in GitHub Actions, to the job summary. The last line of the output is :func:`per
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import gate, quality
+from .results import StageResult
+
+if TYPE_CHECKING:
+    from .ab import Session
+
+Verdicts = Sequence[gate.Verdict]
+Results = Mapping[str, StageResult]
+WriteLine = Callable[[str], Any]
 
 HEADERS = ("stage", "median s", "speed-up", "s/step", "GPU s", "GPU busy", "peak GiB", "% of peak", "PSNR dB",
            "rounds", "cost s", "baseline s", "change", "GPU change", "threshold", "verdict")
 
 
-def rows(verdicts, results, root: str = "fp32") -> list[tuple[str, ...]]:
+def rows(verdicts: Verdicts, results: Results, root: str = "fp32") -> list[tuple[str, ...]]:
     """One row per stage; speed-ups are over ``root``, the ladder's first stage (Flux's is bf16)."""
-    reference = results.get(root)
-    reference = reference.median if reference is not None and reference.outcome == "passed" else None
+    root_result = results.get(root)
+    reference = root_result.median if root_result is not None and root_result.outcome == "passed" else None
     table: list[tuple[str, ...]] = []
     for verdict in verdicts:
         result = results.get(verdict.stage)
@@ -59,7 +69,7 @@ STEP_HEADERS = ("stage", "first ms", "step ms (fastest)", "step ms (median)", "l
                 "step change", "step threshold", "loop change", "first change", "after change")
 
 
-def step_rows(verdicts, results) -> list[tuple[str, ...]]:
+def step_rows(verdicts: Verdicts, results: Results) -> list[tuple[str, ...]]:
     """Where each stage's time goes (:mod:`perf.steps`): medians over its timed rounds of the
     prompt and first step, of each round's fastest and median step, of each step's time outside
     the denoiser ("loop"), and of the VAE decode and postprocessing; the changes against the
@@ -68,7 +78,7 @@ def step_rows(verdicts, results) -> list[tuple[str, ...]]:
     for verdict in verdicts:
         result = results.get(verdict.stage)
         timing = (result.extra.get("step_timing") if result is not None else None) or {}
-        if not timing:
+        if result is None or not timing:
             continue
         ms = {field: statistics.median(values) * 1000 for field, values in timing.items() if values}
         changes = {field: f"{(c.ratio - 1) * 100:+.1f}%" for field, c in (verdict.steps or {}).items()}
@@ -81,7 +91,7 @@ def step_rows(verdicts, results) -> list[tuple[str, ...]]:
     return table
 
 
-def component_table(verdicts, results) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+def component_table(verdicts: Verdicts, results: Results) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """GPU busy ms per pipeline component (:mod:`perf.components`), the median over the profiled
     rounds, with each component's change against the baseline where the gate judged it:
     headers and rows, or no rows where no stage split its GPU time."""
@@ -105,7 +115,7 @@ def component_table(verdicts, results) -> tuple[tuple[str, ...], list[tuple[str,
     return ("stage", *(f"{gate.component_name(name)} GPU ms" for name in found)), table
 
 
-def _psnr(extra: dict) -> str:
+def _psnr(extra: Mapping[str, Any]) -> str:
     """PSNR against the reference stage: "=" where identical, the floor in brackets where declared."""
     similar = quality.stored(extra)
     if similar is None:
@@ -114,7 +124,7 @@ def _psnr(extra: dict) -> str:
     return ("=" if similar.identical else f"{similar.psnr_db:.1f}") + (f" (>{floor:g})" if floor is not None else "")
 
 
-def _num(value, fmt: str) -> str:
+def _num(value: Any, fmt: str) -> str:
     return "" if value is None else fmt.format(value)
 
 
@@ -122,7 +132,7 @@ def _num(value, fmt: str) -> str:
 WALL_TIME_HOPELESS = 0.5
 
 
-def _notes(verdicts, missing, context, skipped: bool = True) -> list[str]:
+def _notes(verdicts: Verdicts, missing: Sequence[str], context: Sequence[str], skipped: bool = True) -> list[str]:
     """Lines under the table; pytest's own summary (``-ra``) already gives skip reasons in the terminal."""
     notes = [f"{v.stage}: {v.status} — {v.detail}" for v in verdicts
              if v.detail and (v.status not in ("ok", "measured") or v.counter_changes)
@@ -139,12 +149,13 @@ def _notes(verdicts, missing, context, skipped: bool = True) -> list[str]:
     return notes
 
 
-def terminal(verdicts, results, missing, context, write_line, root: str = "fp32") -> None:
-    _table([HEADERS] + rows(verdicts, results, root), write_line)
+def terminal(verdicts: Verdicts, results: Results, missing: Sequence[str], context: Sequence[str],
+             write_line: WriteLine, root: str = "fp32") -> None:
+    _table([HEADERS, *rows(verdicts, results, root)], write_line)
     steps = step_rows(verdicts, results)
     if steps:
         write_line("")
-        _table([STEP_HEADERS] + steps, write_line)
+        _table([STEP_HEADERS, *steps], write_line)
     headers, parts = component_table(verdicts, results)
     if parts:
         write_line("")
@@ -153,7 +164,7 @@ def terminal(verdicts, results, missing, context, write_line, root: str = "fp32"
         write_line(f"  {note}")
 
 
-def _table(table, write_line) -> None:
+def _table(table: Sequence[Sequence[str]], write_line: WriteLine) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for index, row in enumerate(table):
         write_line("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
@@ -161,12 +172,13 @@ def _table(table, write_line) -> None:
             write_line("  ".join("-" * width for width in widths))
 
 
-def _markdown_table(headers, table) -> list[str]:
+def _markdown_table(headers: Sequence[str], table: Sequence[Sequence[str]]) -> list[str]:
     return (["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
             + ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table])
 
 
-def markdown(title: str, verdicts, results, missing, context, root: str = "fp32") -> str:
+def markdown(title: str, verdicts: Verdicts, results: Results, missing: Sequence[str], context: Sequence[str],
+             root: str = "fp32") -> str:
     lines = [f"## {title}", "", *_markdown_table(HEADERS, rows(verdicts, results, root))]
     legend = ("cost: the stage's own wall time, every phase; change: of the fastest round for wall time, "
               "of the median for GPU time; "
@@ -213,7 +225,7 @@ AB_HEADERS = ("stage", "candidate s", "reference s", "pairs", "candidate/referen
               "step c/r", "step threshold", "GPU change", "verdict")
 
 
-def ab_rows(verdicts, session) -> list[tuple[str, ...]]:
+def ab_rows(verdicts: Verdicts, session: Session) -> list[tuple[str, ...]]:
     table: list[tuple[str, ...]] = []
     for verdict in verdicts:
         result = session.results.get(verdict.stage)
@@ -238,7 +250,7 @@ def ab_rows(verdicts, session) -> list[tuple[str, ...]]:
     return table
 
 
-def ab_sides(session) -> list[str]:
+def ab_sides(session: Session) -> list[str]:
     """Each side's interpreter and versions: what the comparison was between."""
     lines = []
     for side in ("candidate", "reference"):
@@ -249,7 +261,7 @@ def ab_sides(session) -> list[str]:
     return lines
 
 
-def _ab_notes(verdicts) -> list[str]:
+def _ab_notes(verdicts: Verdicts) -> list[str]:
     return [f"{v.stage}: {v.status} — {v.detail}" for v in verdicts
             if v.detail and (v.status not in ("ok",) or v.counter_changes)]
 
@@ -258,28 +270,28 @@ AB_LEGEND = ("candidate/reference: median of the ratios of adjacent rounds (A B 
              "smallest slowdown the A/B gate fails for this stage here, from the pairs' own spread")
 
 
-def ab_terminal(verdicts, session, write_line) -> None:
+def ab_terminal(verdicts: Verdicts, session: Session, write_line: WriteLine) -> None:
     write_line("")
     write_line("A/B, rounds alternating on this device:")
-    _table([AB_HEADERS] + ab_rows(verdicts, session), write_line)
+    _table([AB_HEADERS, *ab_rows(verdicts, session)], write_line)
     for note in ab_sides(session) + _ab_notes(verdicts):
         write_line(f"  {note}")
 
 
-def ab_markdown(verdicts, session) -> str:
+def ab_markdown(verdicts: Verdicts, session: Session) -> str:
     lines = ["## A/B: candidate against reference, rounds alternating on one device", "",
              *_markdown_table(AB_HEADERS, ab_rows(verdicts, session)), "", f"_{AB_LEGEND}_", ""]
     lines.extend(f"- {note}" for note in ab_sides(session) + _ab_notes(verdicts))
     return "\n".join(lines) + "\n"
 
 
-def ab_json(verdicts, session) -> dict:
+def ab_json(verdicts: Verdicts, session: Session) -> dict:
     """The A/B part of the JSON: every round of both sides, so the verdict can be checked."""
     out = {"sides": {side: {"python": session.pythons[side], "software": session.software.get(side) or {}}
                      for side in ("candidate", "reference")}, "stages": {}}
     for verdict in verdicts:
         result = session.results.get(verdict.stage)
-        entry = {"status": verdict.status, "detail": verdict.detail}
+        entry: dict[str, Any] = {"status": verdict.status, "detail": verdict.detail}
         if verdict.latency is not None:
             entry.update(ratio=verdict.latency.ratio, threshold=verdict.latency.threshold,
                          p_slower=verdict.latency.p_slower, p_faster=verdict.latency.p_faster,

@@ -39,7 +39,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # put on the reference's PYTHONPATH
 PROBE_MARK = "diffusers-perf-probe: "  # the interpreter check's answer, among whatever else is printed
@@ -51,7 +53,7 @@ class WorkerDied(RuntimeError):
 # -- the worker ---------------------------------------------------------------------------------
 
 
-def serve(requests, reply) -> None:
+def serve(requests: Iterable[str], reply: Callable[[dict], None]) -> None:
     """Answer ``requests`` (an iterable of JSON lines) through ``reply(dict)`` until they end."""
     import torch
 
@@ -129,7 +131,7 @@ def serve(requests, reply) -> None:
                 reply({"error": describe(request.get("stage") or state.get("name") or "?", f"in the worker ({op})", exc)})
 
 
-def pin(cpus) -> None:
+def pin(cpus: Iterable[int] | None) -> None:
     """Pin this thread, the one that runs the pipeline, to ``cpus`` (--perf-affinity), after the
     pipeline is built: the threads CUDA and the libraries started stay where the OS puts them.
 
@@ -161,7 +163,7 @@ ADDR_NO_RANDOMIZE = 0x0040000
 
 
 @contextlib.contextmanager
-def fixed_layout(enabled: bool = True):
+def fixed_layout(enabled: bool = True) -> Iterator[None]:
     """Processes started in the block run without address-space randomization (as ``setarch -R``
     would start them), where Linux allows it; this process's own layout is not touched.
 
@@ -212,7 +214,7 @@ class Worker:
         self._replies = replies_read
         self._buffer = b""
 
-    def request(self, op: str, timeout: float, **fields) -> dict:
+    def request(self, op: str, timeout: float, **fields: Any) -> dict:
         """Send one request and wait at most ``timeout`` seconds for its answer."""
         try:
             self._requests.write(json.dumps({"op": op, **fields}) + "\n")

@@ -95,11 +95,6 @@ class Stage:
 #: scaling after it into one kernel, where by default it keeps them two.
 GRAPHS_INT_MM_WITH_MUL = {"fullgraph": True, "options": {"triton.cudagraphs": True, "force_fuse_int_mm_with_mul": True}}
 
-#: ``mode="max-autotune"`` without its coordinate-descent tuning (which retunes every pointwise and
-#: reduction kernel: on sd15 alone it had not ended after 7 1/2 minutes, ``reports/h200/frontier-dec4/``):
-#: Inductor benchmarks its Triton matmul templates, with the epilogue fused in, against cuBLAS per shape.
-GRAPHS_AUTOTUNE_GEMM = {"fullgraph": True, "options": {"triton.cudagraphs": True, "max_autotune_gemm": True}}
-
 
 STAGES: tuple[Stage, ...] = (
     # -- the guide's ladder: each row adds one thing to the row above -------------------------
@@ -151,11 +146,6 @@ STAGES: tuple[Stage, ...] = (
           "without FlashAttention 3 and max-autotune)",
           dtype="bfloat16", quantize="fp8", requires=("cuda", "fp8", "compile", "torchao"), min_effect=0.03,
           families=("sdxl", "dit")),
-    Stage("max_autotune_gemm", "frontier_fp8",
-          "+ Inductor's max_autotune_gemm: each matmul shape tuned against cuBLAS, epilogue fused (flux-fast's "
-          "max-autotune without coordinate-descent tuning)",
-          compile=GRAPHS_AUTOTUNE_GEMM, requires=("cuda", "fp8", "compile", "torchao"), min_effect=0.03,
-          families=("dit",)),
     Stage("frontier_int8", "frontier",
           "+ torchao dynamic int8 on the linears diffusion-fast's shape filter keeps, int_mm fused with its "
           "scaling (diffusion-fast's SDXL recipe, without max-autotune)",
@@ -213,8 +203,6 @@ _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transforme
             "compile_text_encoder": "it is declared for Stable Diffusion 1.x/2.x, whose encode_prompt copies each "
                                     "output before the encoder's next call; SDXL's keeps its pooled embedding across "
                                     "that call, which replaying a CUDA graph overwrites",
-            "max_autotune_gemm": "it tunes each matmul shape: {family}'s UNet has many more than a DiT, and "
-                                 "sd15's first compile in max-autotune had not ended after 8 minutes on an H100",
             "frontier_int8": "diffusion-fast's shape filter names SDXL's UNet's linears; {family}'s need shapes "
                              "measured on their own (a plugin stage can set quantize=\"int8\" and its own filter)"}
 

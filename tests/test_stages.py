@@ -54,14 +54,11 @@ def test_skip_reasons_without_cuda():
 
 def test_each_family_has_its_ladder_in_the_one_registry():
     assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
-                                   "cudnn_attention", "int8", "fp8", "frontier_fp8", "max_autotune_gemm"]
+                                   "cudnn_attention", "int8", "fp8", "frontier_fp8"]
     assert "frontier_int8" in stages.names("sdxl") and "frontier_int8" not in stages.names("dit")
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     # SD 1.5: the whole guide; float8 on its frontier is declared for larger denoisers only
-    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_int8", "max_autotune_gemm"}
-    tuned = stages.recipe("max_autotune_gemm", "dit")  # GEMM templates only: no coordinate-descent tuning
-    assert tuned.compile["options"] == {"triton.cudagraphs": True, "max_autotune_gemm": True}
-    assert tuned.quantize == "fp8" and tuned.fuse_qkv and tuned.compile_vae
+    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_int8"}
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
     assert (root.dtype, root.attention, root.channels_last, root.fuse_qkv, root.compile) == \
         ("bfloat16", "sdpa", False, False, None)

@@ -36,9 +36,16 @@ import math
 import time
 import types
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from .baselines import Plan
+    from .runner import Runner
+    from .settings import Settings
+    from .steps import StepClock
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,12 +97,12 @@ FAULTS = {"inject_nan": False, "inject_slowdown": 0.0, "inject_vae_slowdown": 0.
           "inject_host_delay": 0.0, "inject_side": "candidate", "inject_crash": False, "inject_quality": 0.0}
 
 
-def faults_of(settings) -> types.SimpleNamespace:
+def faults_of(settings: Settings) -> types.SimpleNamespace:
     """The run's faults, each one an attribute, off where the run does not inject it."""
     return types.SimpleNamespace(**{**FAULTS, **settings.faults})
 
 
-def pytest_perf_plan(settings, plan) -> None:
+def pytest_perf_plan(settings: Settings, plan: Plan | None) -> None:
     """Refuse, in one line, a fault sized from a baseline where this hardware has none."""
     s = faults_of(settings)
     sized_from_baseline = (s.inject_slowdown or s.inject_host_work or s.inject_vae_slowdown or s.inject_denoiser_delay
@@ -108,7 +115,7 @@ def pytest_perf_plan(settings, plan) -> None:
                                 "`pytest perf --benchmark-save=baseline`")
 
 
-def worker_faults(settings, side: str, name: str) -> dict:
+def worker_faults(settings: Settings, side: str, name: str) -> dict:
     """What an A/B worker of stage ``name`` on ``side`` injects (:mod:`perf.worker` applies them)."""
     s = faults_of(settings)
     if side != s.inject_side:
@@ -123,7 +130,7 @@ def worker_faults(settings, side: str, name: str) -> dict:
     return found
 
 
-def pytest_perf_prepare(pipe, stage: str, runner) -> None:
+def pytest_perf_prepare(pipe: Any, stage: str, runner: Runner) -> None:
     """The faults that change the pipeline, each sized from the stage's baseline where it says so,
     through the hook any plugin's change to a stage uses (:mod:`perf.hooks`)."""
     s = faults_of(runner.settings)
@@ -147,7 +154,7 @@ def pytest_perf_prepare(pipe, stage: str, runner) -> None:
         scale_attention(pipe, s.inject_quality)
 
 
-def pytest_perf_stage_extra(stage: str, runner) -> dict:
+def pytest_perf_stage_extra(stage: str, runner: Runner) -> dict:
     """Every fault injected, stored with the stage (such a run is never saved as a baseline)."""
     s, extra = faults_of(runner.settings), {}
     if s.inject_slowdown:
@@ -159,7 +166,7 @@ def pytest_perf_stage_extra(stage: str, runner) -> dict:
     return extra
 
 
-def seconds_per_unet_call(runner, stage: str) -> float:
+def seconds_per_unet_call(runner: Runner, stage: str) -> float:
     """``--perf-inject-slowdown`` as seconds of spin per UNet call.
 
     Sized from the baseline's GPU busy time per step, so 0.05 adds 5 % more GPU work to the
@@ -175,7 +182,7 @@ def seconds_per_unet_call(runner, stage: str) -> float:
     return faults_of(runner.settings).inject_slowdown * per_step
 
 
-def pytest_perf_before_timing(stage: str, runner) -> None:
+def pytest_perf_before_timing(stage: str, runner: Runner) -> None:
     """``--perf-inject-step-delay``: host time at every step's end, a fraction of the baseline's step."""
     s = faults_of(runner.settings)
     if s.inject_step_delay:
@@ -265,7 +272,7 @@ def _cycles_per_second(index: int) -> float:
     return cycles / (start.elapsed_time(end) / 1e3)
 
 
-def time_embedding(pipe) -> torch.nn.Module:
+def time_embedding(pipe: Any) -> torch.nn.Module:
     """The denoiser's small time embedding, run once per call: a UNet's, or a DiT's (Flux's
     ``time_text_embed``). Faults hook here, inside whatever traces or compiles the denoiser."""
     if getattr(pipe, "unet", None) is not None:
@@ -273,7 +280,7 @@ def time_embedding(pipe) -> torch.nn.Module:
     return pipe.transformer.time_text_embed
 
 
-def first_attention(pipe) -> torch.nn.Module:
+def first_attention(pipe: Any) -> torch.nn.Module:
     """The denoiser's first attention module: a UNet's first self-attention, a DiT's first block's."""
     from diffusers.models.attention_processor import Attention
 
@@ -285,12 +292,12 @@ def first_attention(pipe) -> torch.nn.Module:
     return next(module for module in denoiser.modules() if isinstance(module, (Attention, AttentionModuleMixin)))
 
 
-def scale_attention(pipe, fraction: float) -> None:
+def scale_attention(pipe: Any, fraction: float) -> None:
     """Scale the first attention's output by ``1 + fraction`` (a forward hook, so traced and compiled
     denoisers carry it too)."""
     factor = 1.0 + fraction
 
-    def hook(module, args, output):
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
         if isinstance(output, tuple):  # a joint (DiT) attention returns image and text streams
             return tuple(part * factor for part in output)
         return output * factor
@@ -306,37 +313,37 @@ def _spin_after(module: torch.nn.Module, seconds: float) -> None:
     if device.type == "cuda":
         _cycles_per_second(device.index or 0)  # calibrate before any graph capture
 
-    def hook(module, args, output):
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
         return torch.ops.diffusers_perf.spin(output, seconds)
 
     module.register_forward_hook(hook)
 
 
-def slow_down_unet(pipe, seconds_per_call: float) -> None:
+def slow_down_unet(pipe: Any, seconds_per_call: float) -> None:
     """Spin for ``seconds_per_call`` inside every denoiser call (on the small time embedding)."""
     _spin_after(time_embedding(pipe), seconds_per_call)
 
 
-def slow_down_vae(pipe, seconds_per_decode: float) -> None:
+def slow_down_vae(pipe: Any, seconds_per_decode: float) -> None:
     """Spin for ``seconds_per_decode`` at the end of every VAE decode (on the decoder's output):
     device work inside one component, which the whole GPU time hardly sees."""
     _spin_after(pipe.vae.decoder, seconds_per_decode)
 
 
-def nan_in_vae(pipe) -> None:
+def nan_in_vae(pipe: Any) -> None:
     """Make the decoded image NaN, as a broken fp16 VAE does."""
 
-    def hook(module, args, output):
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
         return output * float("nan")
 
     pipe.vae.decoder.register_forward_hook(hook)
 
 
-def sync_every_step(pipe) -> None:
+def sync_every_step(pipe: Any) -> None:
     """Read one latent value back to the host after every scheduler step."""
     step = pipe.scheduler.step
 
-    def stepped(model_output, timestep, sample, *args, **kwargs):
+    def stepped(model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         out = step(model_output, timestep, sample, *args, **kwargs)
         latents = out[0] if isinstance(out, tuple) else out.prev_sample
         latents.flatten()[0].item()
@@ -363,14 +370,14 @@ def python_calls_per_second() -> float:
     return calls / (time.perf_counter() - start)
 
 
-def host_work_every_step(pipe, seconds_per_step: float) -> int:
+def host_work_every_step(pipe: Any, seconds_per_step: float) -> int:
     """Python calls worth ``seconds_per_step`` before every scheduler step; returns the calls per step."""
     calls = int(seconds_per_step * python_calls_per_second())
     if calls <= 0:
         return 0
     step = pipe.scheduler.step
 
-    def stepped(*args, **kwargs):
+    def stepped(*args: Any, **kwargs: Any) -> Any:
         python_work(calls)
         return step(*args, **kwargs)
 
@@ -414,7 +421,7 @@ def _burner(seconds: float) -> tuple[int, Callable[[], bytes] | None]:
     return iterations, functools.partial(hashlib.pbkdf2_hmac, "sha256", b"step", _BURN_SALT, iterations)
 
 
-def burn_every_step(clock, seconds_per_step: float) -> int:
+def burn_every_step(clock: StepClock, seconds_per_step: float) -> int:
     """Host time and nothing else at each step's end: one C call, so no Python call, no op and no
     sync is added, as a slower dispatcher or a heavier C function body would be. Returns the
     iterations per step."""
@@ -424,7 +431,7 @@ def burn_every_step(clock, seconds_per_step: float) -> int:
     return iterations
 
 
-def burn_inside_denoiser(pipe, seconds_per_call: float) -> int:
+def burn_inside_denoiser(pipe: Any, seconds_per_call: float) -> int:
     """Host time inside every denoiser call, and nothing else: the same one C call as
     :func:`burn_every_step`, from a forward pre-hook on the denoiser's time embedding, which runs
     within the denoiser's own call (the step clock's hooks sit on the denoiser itself). It stands for
@@ -436,7 +443,7 @@ def burn_inside_denoiser(pipe, seconds_per_call: float) -> int:
     return iterations
 
 
-def recompile_once(pipe) -> None:
+def recompile_once(pipe: Any) -> None:
     """A guard of the compiled UNet fails once: a hook inside it reads a flag the scheduler flips.
 
     The first UNet call compiles with the flag off; the first scheduler step turns it on, so the
@@ -447,20 +454,20 @@ def recompile_once(pipe) -> None:
     embedding = time_embedding(pipe)
     embedding.perf_flipped = False
 
-    def hook(module, args, output):
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
         return output * 1.0 if module.perf_flipped else output
 
     embedding.register_forward_hook(hook)
     step = pipe.scheduler.step
 
-    def stepped(*args, **kwargs):
+    def stepped(*args: Any, **kwargs: Any) -> Any:
         embedding.perf_flipped = True
         return step(*args, **kwargs)
 
     pipe.scheduler.step = stepped
 
 
-def delay_postprocessing(pipe, seconds: float) -> None:
+def delay_postprocessing(pipe: Any, seconds: float) -> None:
     """Spin ``seconds`` on the host in the image post-processing of every generation.
 
     Host time that no counter sees (one more Python call, no op, no sync), after the images are
@@ -472,7 +479,7 @@ def delay_postprocessing(pipe, seconds: float) -> None:
         return
     postprocess = pipe.image_processor.postprocess
 
-    def delayed(*args, **kwargs):
+    def delayed(*args: Any, **kwargs: Any) -> Any:
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             pass

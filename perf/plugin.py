@@ -31,6 +31,7 @@ import os
 import platform
 import statistics
 import tempfile
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any, cast
 
@@ -341,7 +342,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         perf.runner.progress = progress.Progress(progress.pytest_writer(session.config), total=len(perf.nodes))
 
 
-def pytest_deselected(items) -> None:
+def pytest_deselected(items: list[pytest.Item]) -> None:
     """Stages deselected (-k, -m) are not the run's to judge, but a run that deselected every
     stage still owes its last line (in compare mode: nothing was compared)."""
     perf: PerfSession | None = _perf_of_current()
@@ -349,7 +350,7 @@ def pytest_deselected(items) -> None:
         perf.deselected = True
 
 
-def pytest_runtest_logstart(nodeid: str, location) -> None:
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
     perf: PerfSession | None = _perf_of_current()
     if perf is not None and nodeid in perf.nodes:
         perf.records.setdefault(perf.nodes[nodeid], outcome.Record()).started = True
@@ -370,7 +371,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call):
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """In an xdist worker: the stage's stored entry and verdict ride on its test's report."""
     made = yield
     perf: PerfSession | None = getattr(item.config, "_perf", None)
@@ -417,7 +419,7 @@ def _collected_by_workers(perf: PerfSession, ids: list[str]) -> None:
         perf.deselected = True  # every worker collects the same tests: -k/-m left no stage to any of them
 
 
-def pytest_keyboard_interrupt(excinfo) -> None:
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
     perf: PerfSession | None = _perf_of_current()
     if perf is not None:
         perf.interrupted = True
@@ -452,7 +454,8 @@ def _check_benchmark_options(config: pytest.Config, settings: options.Settings, 
         raise pytest.UsageError("--benchmark-compare-fail judges a comparison: add --benchmark-compare")
 
 
-def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[str]) -> baselines.Plan:
+def _plan(config: pytest.Config, settings: options.Settings, root: Path, key: str, hardware: dict,
+          context: list[str]) -> baselines.Plan:
     """Read the stored runs of this hardware once, before anything runs, and apply the rule to each stage."""
     folder = root / key
     runs, problems = storage.read_folder(folder)
@@ -489,7 +492,7 @@ def _plan(config, settings, root: Path, key: str, hardware: dict, context: list[
     return plan
 
 
-def _identities(settings: options.Settings, timer) -> dict[str, dict]:
+def _identities(settings: options.Settings, timer: object) -> dict[str, dict]:
     """What a stored entry of each selected stage must match to be compared (or charted) with this run."""
     return {name: baselines.identity(settings.describe(), dataclasses.asdict(settings.recipe(name)), timer)
             for name in settings.stages}
@@ -547,7 +550,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         bs.storage.save = lambda output_json, save: _save(perf, output_json, save)
     display = bs.display
 
-    def display_or_say_why(terminalreporter) -> None:
+    def display_or_say_why(terminalreporter: pytest.TerminalReporter) -> None:
         # pytest-benchmark's table reads the stored baseline too; whatever it trips on, the run
         # says so in one line and fails, instead of a traceback after the verdict.
         try:
@@ -585,7 +588,8 @@ def _save(perf: PerfSession, output_json: dict, save: str) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True, specname="pytest_sessionfinish")
-def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus):
+def pytest_sessionfinish_save_only_good_runs(session: pytest.Session,
+                                            exitstatus: int) -> Generator[None, Any, None]:
     """Runs before pytest-benchmark saves: an interrupted or failing run must not become a baseline."""
     bs = getattr(session.config, "_benchmarksession", None)
     perf: PerfSession | None = getattr(session.config, "_perf", None)
@@ -613,7 +617,7 @@ def pytest_sessionfinish_save_only_good_runs(session: pytest.Session, exitstatus
 
 
 @pytest.hookimpl(trylast=True, specname="pytest_sessionfinish")
-def pytest_sessionfinish_report(session: pytest.Session, exitstatus) -> None:
+def pytest_sessionfinish_report(session: pytest.Session, exitstatus: int) -> None:
     perf: PerfSession | None = getattr(session.config, "_perf", None)
     if perf is None or session.config.option.collectonly:
         return
@@ -720,7 +724,8 @@ def _title(perf: PerfSession) -> str:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
     perf: PerfSession | None = getattr(config, "_perf", None)
     if perf is None or config.option.collectonly or perf.role == "worker":
         return
@@ -785,7 +790,7 @@ def pytest_benchmark_generate_machine_info(config: pytest.Config) -> dict | None
     return info
 
 
-def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], output_json: dict) -> None:
     perf: PerfSession | None = getattr(config, "_perf", None)
     if perf is None:
         return

@@ -245,16 +245,21 @@ def test_the_denoiser_fault_burns_inside_the_denoisers_call():
 
     timed = clock.timed(generate)
     generate()
-    timed()
+    for _ in range(3):
+        timed()
     assert inject.burn_inside_denoiser(pipe, 0.25) > 0  # far above a loaded CI machine's noise
-    timed()
-    quiet, burnt = clock.rounds
+    for _ in range(3):
+        timed()
+    quiet, burnt = clock.rounds[:3], clock.rounds[3:]
 
     def inside(rnd):  # each step's time within the denoiser's call
         return statistics.median(step - loop for step, loop in zip(rnd.steps, rnd.loop))
 
-    assert inside(burnt) - inside(quiet) > 0.15  # one denoiser call a step (CFG batches): the burn is there
-    assert statistics.median(burnt.loop) - statistics.median(quiet.loop) < 0.05  # and not in the loop
+    # The fastest of three rounds a side: another process on the 2-core CI machine only ever adds
+    # time, and one slowed quiet round hid most of the burn once (clean-clone CI, Dec 3: +0.088 s).
+    assert min(map(inside, burnt)) - min(map(inside, quiet)) > 0.15  # one denoiser call a step (CFG batches)
+    loop = [min(statistics.median(rnd.loop) for rnd in side) for side in (quiet, burnt)]
+    assert loop[1] - loop[0] < 0.05  # and not in the loop
 
 
 def test_a_slower_denoiser_fails_against_the_loop_where_a_slower_host_does_not():

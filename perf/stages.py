@@ -170,7 +170,7 @@ STAGES: tuple[Stage, ...] = (
 #:   bf16 went 48.2 -> 47.9 dB with it, within any floor.
 #: * H100, the suite's baselines (``baselines/NVIDIA_H100_80GB_HBM3-x1/``, 0009-0017), repeating to
 #:   0.01 dB between runs and machines: sd15 tf32 76.0, float16-class 63.6-63.8, bf16 46.8, int8 59.0,
-#:   fp8 43.7; sdxl tf32 76.1, float16-class 71.1-71.7, bf16 50.1; flux fused_qkv identical, compile
+#:   fp8 43.7 (59.0 and 43.8 on the H200, ``0019_h200``); sdxl tf32 76.1, float16-class 71.1-71.7, bf16 50.1; flux fused_qkv identical, compile
 #:   39.4, fp8 38.5 (38.5 on the H200, ``frontier_fp8`` 38.6 twice: ``baselines/NVIDIA_H200-x1/0015``,
 #:   ``reports/h200/frontier-fp8/``); sdxl ``frontier_fp8`` 46.4 twice on the H200 (``0017_h200``,
 #:   ``reports/h200/sdxl-quantized/``), ``frontier_int8`` 66.0 on two H200s (``0018_h200``,

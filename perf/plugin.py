@@ -38,7 +38,7 @@ from typing import Any, cast
 import pytest
 
 from . import (ab, baselines, charts, compile_cache, counters, distribute, gate, options, outcome, pipelines, preflight,
-               progress, report, stages, storage, worker)
+               progress, report, signals, stages, storage, worker)
 from .ab import ABResult
 from .results import StageExtra, StageResult
 from .runner import Runner
@@ -77,6 +77,7 @@ class PerfSession:
     report_written: bool = False
     deselected: bool = False  # some stage's test was deselected (-k, -m)
     role: str = "serial"  # or, under pytest-xdist, "controller" / "worker" (perf.distribute)
+    signals: signals.Guard = dataclasses.field(default_factory=signals.Guard)  # SIGTERM as Ctrl-C, the end held
 
     def judge(self, name: str, result: StageResult) -> gate.Verdict:
         """Record a stage's result and its verdict (called by the fixture as soon as the stage ends)."""
@@ -266,6 +267,7 @@ def _configure(config: pytest.Config) -> None:
     runner.describe = lambda run, name: config.hook.pytest_perf_stage_extra(stage=name, runner=run)
     config._perf = PerfSession(settings=settings, runner=runner, storage=root, key=key, policy=policy, plan=plan,
                                context=context, ab=session_ab, hardware=hardware, role=role)
+    signals.stop_on_sigterm(config._perf.signals)
     if role == "controller":
         perf = config._perf
         config.pluginmanager.register(distribute.Controller(gpus, {"hardware": hardware, "key": key},
@@ -423,6 +425,9 @@ def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> N
     perf: PerfSession | None = _perf_of_current()
     if perf is not None:
         perf.interrupted = True
+        signals.hold(perf.signals)  # the run ends now: what it measured is written before any other signal
+        if isinstance(excinfo.value, signals.Terminated):
+            perf.context.append(f"stopped by {excinfo.value}")
 
 
 _CURRENT: list[PerfSession] = []  # the running session's PerfSession, for hooks that get no config
@@ -590,12 +595,14 @@ def _save(perf: PerfSession, output_json: dict, save: str) -> None:
 @pytest.hookimpl(hookwrapper=True, tryfirst=True, specname="pytest_sessionfinish")
 def pytest_sessionfinish_save_only_good_runs(session: pytest.Session,
                                             exitstatus: int) -> Generator[None, Any, None]:
-    """Runs before pytest-benchmark saves: an interrupted or failing run must not become a baseline."""
+    """Runs before pytest-benchmark saves: an interrupted or failing run must not become a baseline.
+    From here to the last line, a signal to stop waits (:func:`perf.signals.hold`)."""
     bs = getattr(session.config, "_benchmarksession", None)
     perf: PerfSession | None = getattr(session.config, "_perf", None)
     if perf is None:
         yield
         return
+    signals.hold(perf.signals)
     perf.session_seconds = progress.process_seconds()
     if bs is not None and (bs.save or bs.autosave):
         failing = [v.stage for v in perf.settled(LADDER) if v.failing and v.status != "not compared"]
@@ -757,6 +764,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     perf: PerfSession | None = getattr(config, "_perf", None)
     if perf is None:
         return
+    try:
+        _final_line(config, perf)
+    finally:
+        perf.signals.restore()
+
+
+def _final_line(config: pytest.Config, perf: PerfSession) -> None:
     if perf in _CURRENT:
         _CURRENT.remove(perf)
     terminal = config.pluginmanager.get_plugin("terminalreporter")

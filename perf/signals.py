@@ -1,0 +1,104 @@
+"""How a run that is told to stop still ends with its verdict.
+
+Two ways a stopped run used to end without one:
+
+* **SIGTERM.** It is how most CI systems stop a job that outlives its limit (``timeout``'s default
+  signal, Kubernetes, Slurm, GitLab), and GitHub Actions sends it 7.5 s after the SIGINT of a
+  cancelled job. Python dies of it at once: no verdict, no report, no compile cache (on CPU,
+  ``tests/test_signals.py``: exit status -15 and nothing printed after the stage's progress
+  line). :func:`stop_on_sigterm` makes it what Ctrl-C is, so pytest ends the session its usual
+  way and the last line says ``INTERRUPTED``.
+* **A second signal while the run ends.** Between the interrupt and the last line the suite still
+  writes the report, the JSON and the compile cache (seconds on CPU, more for a GPU's caches).
+  The second signal of a cancelled GitHub job (the SIGTERM after the SIGINT) lands there and
+  would cut the output where it stands. :func:`hold` keeps the first such signal until the last
+  line is written (:func:`release`), then lets the process end as pytest decided; a second one
+  during the hold is delivered at once, so a user who presses Ctrl-C twice is never stuck.
+
+Only handlers that are Python's defaults are replaced: a handler that the user's code or another
+plugin installed is left as it is. Signal handlers belong to the main thread; elsewhere nothing
+here does anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import threading
+from types import FrameType
+from typing import Any, Callable
+
+STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run was, so that pytest ends the session as it does for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated(f"{signal.Signals(signum).name}: the run was told to stop (a CI time limit, a cancelled job)")
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@dataclasses.dataclass
+class Guard:
+    """What this module changed in the process's signal handling, so that it can be put back."""
+
+    replaced: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> handler before ours
+    held: list[int] = dataclasses.field(default_factory=list)  # signals received during hold()
+    holding: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> handler hold() replaced
+
+    def restore(self) -> None:
+        """Put back every handler this guard replaced (the end of the run)."""
+        self.release()
+        if _on_main_thread():
+            for signum, handler in self.replaced.items():
+                signal.signal(signum, handler)
+        self.replaced.clear()
+
+    def release(self) -> list[int]:
+        """End :func:`hold`: the handlers it replaced are back. Returns the signals it kept, which the
+        caller has already honoured by ending the run."""
+        if _on_main_thread():
+            for signum, handler in self.holding.items():
+                signal.signal(signum, handler)
+        self.holding.clear()
+        held, self.held = self.held, []
+        return held
+
+
+def stop_on_sigterm(guard: Guard) -> None:
+    """SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) where Python had its default."""
+    if _on_main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        guard.replaced[signal.SIGTERM] = signal.SIG_DFL
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def hold(guard: Guard) -> None:
+    """From here to :meth:`Guard.release`, the first SIGINT or SIGTERM is kept, not raised: the run is
+    already ending, and the output that says what it measured must be written whole."""
+    if not _on_main_thread() or guard.holding:
+        return
+    for signum in STOPPING:
+        current = signal.getsignal(signum)
+        if current not in (signal.default_int_handler, _raise_terminated, signal.SIG_DFL):
+            continue  # someone else's handler: theirs to decide
+        guard.holding[signum] = current
+        signal.signal(signum, _keeper(guard, signum, current))
+
+
+def _keeper(guard: Guard, signum: int, original: Any) -> Callable[[int, FrameType | None], None]:
+    def keep(received: int, frame: FrameType | None) -> None:
+        if guard.held:  # the second one: the user means it
+            guard.release()
+            if callable(original):
+                original(received, frame)
+            else:
+                signal.raise_signal(received)
+            return
+        guard.held.append(received)
+
+    return keep

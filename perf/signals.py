@@ -5,8 +5,7 @@ Two ways a stopped run used to end without one:
 * **SIGTERM.** It is how most CI systems stop a job that outlives its limit (``timeout``'s default
   signal, Kubernetes, Slurm, GitLab), and GitHub Actions sends it 7.5 s after the SIGINT of a
   cancelled job. Python dies of it at once: no verdict, no report, no compile cache (on CPU,
-  ``tests/test_signals.py``: exit status -15 and nothing printed after the stage's progress
-  line). :func:`stop_on_sigterm` makes it what Ctrl-C is, so pytest ends the session its usual
+  ``reports/cpu/stop/``: exit status -15, the output ending with the stage's progress line). :func:`stop_on_sigterm` makes it what Ctrl-C is, so pytest ends the session its usual
   way and the last line says ``INTERRUPTED``.
 * **A second signal while the run ends.** Between the interrupt and the last line the suite still
   writes the report, the JSON and the compile cache (seconds on CPU, more for a GPU's caches).

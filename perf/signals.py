@@ -5,13 +5,14 @@ Two ways a stopped run used to end without one:
 * **SIGTERM.** It is how most CI systems stop a job that outlives its limit (``timeout``'s default
   signal, Kubernetes, Slurm, GitLab), and GitHub Actions sends it 7.5 s after the SIGINT of a
   cancelled job. Python dies of it at once: no verdict, no report, no compile cache (on CPU,
-  ``reports/cpu/stop/``: exit status -15, the output ending with the stage's progress line). :func:`stop_on_sigterm` makes it what Ctrl-C is, so pytest ends the session its usual
-  way and the last line says ``INTERRUPTED``.
+  ``reports/cpu/stop/``: exit status -15, the output ending with the stage's progress line).
+  :func:`stop_on_sigterm` makes it what Ctrl-C is, so pytest ends the session its usual way and
+  the last line says ``INTERRUPTED``.
 * **A second signal while the run ends.** Between the interrupt and the last line the suite still
   writes the report, the JSON and the compile cache (seconds on CPU, more for a GPU's caches).
   The second signal of a cancelled GitHub job (the SIGTERM after the SIGINT) lands there and
   would cut the output where it stands. :func:`hold` keeps the first such signal until the last
-  line is written (:func:`release`), then lets the process end as pytest decided; a second one
+  line is written (:meth:`Guard.release`), then lets the process end as pytest decided; a second one
   during the hold is delivered at once, so a user who presses Ctrl-C twice is never stuck.
 
 Only handlers that are Python's defaults are replaced: a handler that the user's code or another
@@ -25,7 +26,8 @@ import dataclasses
 import signal
 import threading
 from types import FrameType
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 STOPPING = (signal.SIGINT, signal.SIGTERM)
 
@@ -58,15 +60,14 @@ class Guard:
                 signal.signal(signum, handler)
         self.replaced.clear()
 
-    def release(self) -> list[int]:
-        """End :func:`hold`: the handlers it replaced are back. Returns the signals it kept, which the
-        caller has already honoured by ending the run."""
+    def release(self) -> None:
+        """End :func:`hold`: the handlers it replaced are back. A signal it kept is dropped: the run it
+        asked to stop is ending already."""
         if _on_main_thread():
             for signum, handler in self.holding.items():
                 signal.signal(signum, handler)
         self.holding.clear()
-        held, self.held = self.held, []
-        return held
+        self.held.clear()
 
 
 def stop_on_sigterm(guard: Guard) -> None:

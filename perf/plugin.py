@@ -267,7 +267,7 @@ def _configure(config: pytest.Config) -> None:
     runner.describe = lambda run, name: config.hook.pytest_perf_stage_extra(stage=name, runner=run)
     config._perf = PerfSession(settings=settings, runner=runner, storage=root, key=key, policy=policy, plan=plan,
                                context=context, ab=session_ab, hardware=hardware, role=role)
-    signals.stop_on_sigterm(config._perf.signals)
+    signals.watch(config._perf.signals)
     if role == "controller":
         perf = config._perf
         config.pluginmanager.register(distribute.Controller(gpus, {"hardware": hardware, "key": key},
@@ -358,6 +358,15 @@ def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) 
         perf.records.setdefault(perf.nodes[nodeid], outcome.Record()).started = True
 
 
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    """A stop that was swallowed during this test (:func:`perf.signals.raise_if_swallowed`) ends the run
+    here, as it would have where it arrived."""
+    perf: PerfSession | None = _perf_of_current()
+    if perf is not None:
+        named = perf.nodes.get(nodeid)
+        signals.raise_if_swallowed(perf.signals, f"as {named[1] if named else nodeid}'s test ended")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """pytest's own account of each stage's test: what the last line is derived from. Under
     pytest-xdist the controller gets every worker's reports here, with each timed stage's entry."""
@@ -425,8 +434,9 @@ def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> N
     perf: PerfSession | None = _perf_of_current()
     if perf is not None:
         perf.interrupted = True
+        perf.signals.seen()
         signals.hold(perf.signals)  # the run ends now: what it measured is written before any other signal
-        if isinstance(excinfo.value, signals.Terminated):
+        if isinstance(excinfo.value, signals.Stopped):
             perf.context.append(f"stopped by {excinfo.value}")
 
 

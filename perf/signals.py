@@ -6,8 +6,15 @@ Two ways a stopped run used to end without one:
   signal, Kubernetes, Slurm, GitLab), and GitHub Actions sends it 7.5 s after the SIGINT of a
   cancelled job. Python dies of it at once: no verdict, no report, no compile cache (on CPU,
   ``reports/cpu/stop/``: exit status -15, the output ending with the stage's progress line).
-  :func:`stop_on_sigterm` makes it what Ctrl-C is, so pytest ends the session its usual way and
+  :func:`watch` makes it what Ctrl-C is, so pytest ends the session its usual way and
   the last line says ``INTERRUPTED``.
+* **A stop that Python swallowed.** A signal's ``KeyboardInterrupt`` is raised wherever the main
+  thread is, and where that is a weakref callback or a ``__del__`` (torch's compiler runs many as
+  graphs are freed) Python prints "Exception ignored" and carries on: the run went on as if it had
+  never been stopped. Seen on an H200: ``timeout``'s SIGINT landed in Dynamo's weakref callback
+  during the last stage, and the run ended ``PASS`` and saved after its limit
+  (``reports/h200/flux-compiled/``). :func:`watch` notes each stop it raises;
+  :func:`raise_if_swallowed`, called as each stage's test ends, raises again one that pytest never saw.
 * **A second signal while the run ends.** Between the interrupt and the last line the suite still
   writes the report, the JSON and the compile cache (seconds on CPU, more for a GPU's caches).
   The second signal of a cancelled GitHub job (the SIGTERM after the SIGINT) lands there and
@@ -32,12 +39,16 @@ from typing import Any
 STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
-class Terminated(KeyboardInterrupt):
+class Stopped(KeyboardInterrupt):
+    """A stop the report names (``stopped by …``): SIGTERM, or a stop raised again after being swallowed."""
+
+
+class Terminated(Stopped):
     """SIGTERM, raised where the run was, so that pytest ends the session as it does for Ctrl-C."""
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated(f"{signal.Signals(signum).name}: the run was told to stop (a CI time limit, a cancelled job)")
+def _terminated(signum: int) -> Terminated:
+    return Terminated(f"{signal.Signals(signum).name}: the run was told to stop (a CI time limit, a cancelled job)")
 
 
 def _on_main_thread() -> bool:
@@ -49,6 +60,8 @@ class Guard:
     """What this module changed in the process's signal handling, so that it can be put back."""
 
     replaced: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> handler before ours
+    installed: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> our handler
+    asked: list[int] = dataclasses.field(default_factory=list)  # stops raised that pytest has not seen yet
     held: list[int] = dataclasses.field(default_factory=list)  # signals received during hold()
     holding: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> handler hold() replaced
 
@@ -69,12 +82,39 @@ class Guard:
         self.holding.clear()
         self.held.clear()
 
+    def seen(self) -> None:
+        """pytest has the stop (``pytest_keyboard_interrupt``): nothing is left to raise again."""
+        self.asked.clear()
 
-def stop_on_sigterm(guard: Guard) -> None:
-    """SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``) where Python had its default."""
-    if _on_main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        guard.replaced[signal.SIGTERM] = signal.SIG_DFL
-        signal.signal(signal.SIGTERM, _raise_terminated)
+
+def watch(guard: Guard) -> None:
+    """Where Python has its defaults, SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``)
+    and SIGINT its ``KeyboardInterrupt`` as before; both are noted in ``guard.asked`` until pytest
+    sees them, so that one swallowed on its way can be raised again (:func:`raise_if_swallowed`)."""
+    if not _on_main_thread():
+        return
+    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(signum) is default:
+            guard.replaced[signum] = default
+            guard.installed[signum] = _stopper(guard)
+            signal.signal(signum, guard.installed[signum])
+
+
+def _stopper(guard: Guard) -> Callable[[int, FrameType | None], None]:
+    def stop(received: int, frame: FrameType | None) -> None:
+        guard.asked.append(received)
+        raise _terminated(received) if received == signal.SIGTERM else KeyboardInterrupt()
+
+    return stop
+
+
+def raise_if_swallowed(guard: Guard, where: str) -> None:
+    """Raise again a stop that was raised and never reached pytest (:func:`watch`)."""
+    if guard.asked:
+        name = signal.Signals(guard.asked[0]).name
+        guard.asked.clear()
+        raise Stopped(f"{name}, which code that ignores exceptions (a weakref callback, a __del__) had "
+                      f"swallowed; raised again {where}")
 
 
 def hold(guard: Guard) -> None:
@@ -84,7 +124,7 @@ def hold(guard: Guard) -> None:
         return
     for signum in STOPPING:
         current = signal.getsignal(signum)
-        if current not in (signal.default_int_handler, _raise_terminated, signal.SIG_DFL):
+        if current not in (signal.default_int_handler, signal.SIG_DFL, *guard.installed.values()):
             continue  # someone else's handler: theirs to decide
         guard.holding[signum] = current
         signal.signal(signum, _keeper(guard, signum, current))

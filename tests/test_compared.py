@@ -224,6 +224,8 @@ H200_REPORTS = REPORTS.parents[1] / "h200" / "ladder"
     ("0018_h200.json", "../sdxl-int8/sdxl-int8-rerun16.json"),  # SDXL frontier_int8, -100 kernels inside graphs
     ("0019_h200.json", "../quantized/sd15-quant-rerun17.json"),  # sd15 int8, fp8: host-bound, the same machine
     ("0020_h200.json", "../quantized/sdxl-int8-rerun19.json"),  # SDXL int8: the same machine, from the cache
+    ("0021_h200.json", "../flux-compiled/flux-compiled-rerun22.json"),  # Flux compile, cudnn_attention: fresh H200
+    ("0021_h200.json", "../flux-compiled/flux-compiled-rerun23.json"),  # Flux compile_vae: the same machine
 ])
 def test_unchanged_h200_reruns_pass_when_rejudged(baseline, rerun, capsys):
     assert compare.main([str(H200 / baseline), str(H200_REPORTS / rerun)]) == 0, capsys.readouterr().out

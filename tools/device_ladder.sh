@@ -8,6 +8,10 @@
 # NAME names the files; SECONDS is the limit (SIGINT, so an interrupted run still says so and
 # writes its compile cache; SIGKILL 20 s later if it has not ended: the JSON, rewritten after each
 # stage, still holds the stages that finished). The compile cache lives in ./compile-cache (carried between commands).
+# A baseline a command saves is also kept in ./compile-cache/baselines, which the device keeps
+# between commands on a warm machine (the repository's own files are copied afresh each call, so
+# a saved run would otherwise be gone): the next command's --benchmark-compare finds it without
+# waiting for it to be copied into the checkout, so the machine need not idle while that is done.
 # The log and the JSON are written straight into $OUT as well: a command that the device tool
 # stops at its own limit (which shrinks to the session's device time left) still brings them back.
 set -u
@@ -15,6 +19,11 @@ name=$1; limit=$2; shift 2
 out=${OUT:-/tmp/diffusers-perf-out}
 work=/tmp/$name
 mkdir -p "$out" "$work" compile-cache
+for kept in compile-cache/baselines/*/*.json; do  # runs saved by earlier commands on this machine
+  [ -f "$kept" ] || continue
+  dest=baselines/$(basename "$(dirname "$kept")")
+  mkdir -p "$dest"; [ -e "$dest/$(basename "$kept")" ] || cp "$kept" "$dest/"
+done
 before=$(ls baselines/*/ 2>/dev/null | sort)
 start=$(date +%s)
 timeout -s INT -k 20 "$limit" python3 -m pytest perf -p no:cacheprovider --perf-compile-cache=compile-cache \
@@ -22,7 +31,9 @@ timeout -s INT -k 20 "$limit" python3 -m pytest perf -p no:cacheprovider --perf-
 echo "exit status $? after $(( $(date +%s) - start )) s" >> "$out/$name.log"
 cp "$out/$name.log" "$work/"; [ -f "$out/$name.json" ] && cp "$out/$name.json" "$work/"
 for f in baselines/*/*.json; do
-  grep -qxF "$(basename "$f")" <<<"$before" || cp "$f" "$work/"
+  grep -qxF "$(basename "$f")" <<<"$before" && continue
+  cp "$f" "$work/"
+  mkdir -p "compile-cache/baselines/$(basename "$(dirname "$f")")"; cp "$f" "compile-cache/baselines/$(basename "$(dirname "$f")")/"
 done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$work/gpu.csv" 2>&1
 [ -n "${WITH_CACHE:-}" ] && cp -r compile-cache "$work/"  # large: only when this command wrote it

@@ -1,6 +1,6 @@
 """How a run that is told to stop still ends with its verdict.
 
-Two ways a stopped run used to end without one:
+Three ways a stopped run used to end without one, or not stop at all:
 
 * **SIGTERM.** It is how most CI systems stop a job that outlives its limit (``timeout``'s default
   signal, Kubernetes, Slurm, GitLab), and GitHub Actions sends it 7.5 s after the SIGINT of a

@@ -36,7 +36,8 @@ from types import FrameType
 from collections.abc import Callable
 from typing import Any
 
-STOPPING = (signal.SIGINT, signal.SIGTERM)
+#: The signals that stop a run, with Python's own handler for each: the only handlers replaced here.
+DEFAULTS: dict[int, Any] = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
 
 class Stopped(KeyboardInterrupt):
@@ -59,19 +60,18 @@ def _on_main_thread() -> bool:
 class Guard:
     """What this module changed in the process's signal handling, so that it can be put back."""
 
-    replaced: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> handler before ours
-    installed: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> our handler
+    installed: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> our handler (Python's was there)
     asked: list[int] = dataclasses.field(default_factory=list)  # stops raised that pytest has not seen yet
     held: list[int] = dataclasses.field(default_factory=list)  # signals received during hold()
     holding: dict[int, Any] = dataclasses.field(default_factory=dict)  # signal -> handler hold() replaced
 
     def restore(self) -> None:
-        """Put back every handler this guard replaced (the end of the run)."""
+        """Put back Python's handler wherever this guard installed its own (the end of the run)."""
         self.release()
         if _on_main_thread():
-            for signum, handler in self.replaced.items():
-                signal.signal(signum, handler)
-        self.replaced.clear()
+            for signum in self.installed:
+                signal.signal(signum, DEFAULTS[signum])
+        self.installed.clear()
 
     def release(self) -> None:
         """End :func:`hold`: the handlers it replaced are back. A signal it kept is dropped: the run it
@@ -93,9 +93,8 @@ def watch(guard: Guard) -> None:
     sees them, so that one swallowed on its way can be raised again (:func:`raise_if_swallowed`)."""
     if not _on_main_thread():
         return
-    for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+    for signum, default in DEFAULTS.items():
         if signal.getsignal(signum) is default:
-            guard.replaced[signum] = default
             guard.installed[signum] = _stopper(guard)
             signal.signal(signum, guard.installed[signum])
 
@@ -122,9 +121,9 @@ def hold(guard: Guard) -> None:
     already ending, and the output that says what it measured must be written whole."""
     if not _on_main_thread() or guard.holding:
         return
-    for signum in STOPPING:
+    for signum in DEFAULTS:
         current = signal.getsignal(signum)
-        if current not in (signal.default_int_handler, signal.SIG_DFL, *guard.installed.values()):
+        if current not in (signal.default_int_handler, signal.SIG_DFL) and current is not guard.installed.get(signum):
             continue  # someone else's handler: theirs to decide
         guard.holding[signum] = current
         signal.signal(signum, _keeper(guard, signum, current))

@@ -32,8 +32,8 @@ echo "exit status $? after $(( $(date +%s) - start )) s" >> "$out/$name.log"
 cp "$out/$name.log" "$work/"; [ -f "$out/$name.json" ] && cp "$out/$name.json" "$work/"
 for f in baselines/*/*.json; do
   grep -qxF "$(basename "$f")" <<<"$before" && continue
-  cp "$f" "$work/"
-  mkdir -p "compile-cache/baselines/$(basename "$(dirname "$f")")"; cp "$f" "compile-cache/baselines/$(basename "$(dirname "$f")")/"
+  kept=compile-cache/baselines/$(basename "$(dirname "$f")")
+  cp "$f" "$work/"; mkdir -p "$kept"; cp "$f" "$kept/"
 done
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$work/gpu.csv" 2>&1
 [ -n "${WITH_CACHE:-}" ] && cp -r compile-cache "$work/"  # large: only when this command wrote it

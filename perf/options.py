@@ -33,6 +33,18 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hooks)
 
 
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    """A fault's option without its plugin would end in argparse's ``unrecognized arguments`` and the
+    whole usage text; name the plugin instead. Runs where the suite is installed (its entry point
+    loads this module before the command line is parsed, as the README's set-up does)."""
+    if early_config.pluginmanager.has_plugin("perf.inject"):
+        return
+    fault = next((arg.partition("=")[0] for arg in args if arg.startswith("--perf-inject-")), None)
+    if fault is not None:
+        raise pytest.UsageError(f"{fault} injects a fault on purpose, from the plugin perf.inject, which this run "
+                                f"did not load: add -p perf.inject")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("diffusers-perf", "diffusers-perf: Diffusers inference benchmarks")
     group.addoption("--perf-pipeline", metavar="NAME", default=None,

@@ -175,8 +175,9 @@ STAGES: tuple[Stage, ...] = (
 #:   ``baselines/NVIDIA_H200-x1/0015``, ``reports/h200/frontier-fp8/``); sdxl ``frontier_fp8`` 46.4 twice
 #:   on the H200 (``0017_h200``, ``reports/h200/sdxl-quantized/``), ``frontier_int8`` 66.0 on two H200s
 #:   (``0018_h200``, ``reports/h200/sdxl-int8/``), ``int8`` 61.3 and 61.4 on one (``0020_h200``,
-#:   ``reports/h200/quantized/``). The same fault on sd15 (``reports/h100/quality/``) gave fp32 62.6,
-#:   fp16 59.9, sdpa 60.0 dB, and bf16 46.6. Measured on an H100 or, where said, an H200; another GPU that
+#:   ``reports/h200/quantized/``); sdxl ``fp8`` 46.2 and 46.3, flux ``int8`` 39.4 twice, on one H200
+#:   (``0022_h200``, ``0024_h200``, ``reports/h200/ladders-complete/``). The same fault on sd15
+#:   (``reports/h100/quality/``) gave fp32 62.6, fp16 59.9, sdpa 60.0 dB, and bf16 46.6. Measured on an H100 or, where said, an H200; another GPU that
 #:   rounds differently may need rows of its own.
 MIN_PSNR: dict[str, dict[str, float]] = {
     "fp32": {"tiny": 80.0, "tiny-sdxl": 80.0, "sd15": 80.0, "sdxl": 80.0},
@@ -185,8 +186,8 @@ MIN_PSNR: dict[str, dict[str, float]] = {
     "bf16": {"tiny": 45.0, "tiny-sdxl": 48.5, "tiny-flux": 80.0, "sd15": 43.8, "sdxl": 47.0, "flux": 80.0},
     "compile": {"tiny-flux": 44.5, "flux": 36.4},  # Inductor's fused bf16 kernels round differently
     "cudagraphs": {"flux": 36.4},  # the same kernels; on a DiT its parent is bf16, whose floor is "identical"
-    "int8": {"tiny": 56.5, "tiny-sdxl": 55.0, "tiny-flux": 44.5, "sd15": 56.0, "sdxl": 58.3},
-    "fp8": {"sd15": 40.7, "flux": 35.5},
+    "int8": {"tiny": 56.5, "tiny-sdxl": 55.0, "tiny-flux": 44.5, "sd15": 56.0, "sdxl": 58.3, "flux": 36.4},
+    "fp8": {"sd15": 40.7, "sdxl": 43.2, "flux": 35.5},
     "frontier_fp8": {"sdxl": 43.4, "flux": 35.5},
     "frontier_int8": {"sdxl": 63.0},
 }

@@ -226,6 +226,9 @@ H200_REPORTS = REPORTS.parents[1] / "h200" / "ladder"
     ("0020_h200.json", "../quantized/sdxl-int8-rerun19.json"),  # SDXL int8: the same machine, from the cache
     ("0021_h200.json", "../flux-compiled/flux-compiled-rerun22.json"),  # Flux compile, cudnn_attention: fresh H200
     ("0021_h200.json", "../flux-compiled/flux-compiled-rerun23.json"),  # Flux compile_vae: the same machine
+    ("0022_h200.json", "../ladders-complete/sdxl-fp8-rerun24.json"),  # SDXL fp8: host-bound, median +28.6 %
+    ("0023_h200.json", "../ladders-complete/sdxl-cudnn-rerun25.json"),  # SDXL cudnn_attention
+    ("0024_h200.json", "../ladders-complete/flux-int8-rerun26.json"),  # Flux int8
 ])
 def test_unchanged_h200_reruns_pass_when_rejudged(baseline, rerun, capsys):
     assert compare.main([str(H200 / baseline), str(H200_REPORTS / rerun)]) == 0, capsys.readouterr().out
@@ -240,6 +243,16 @@ def test_a_change_that_only_costs_memory_fails_on_peak_memory_when_rejudged(caps
     line = capsys.readouterr().out.splitlines()[-1]
     assert line.startswith("diffusers-perf: INTERRUPTED, 1 of 1 stages regressed (frontier_fp8 peak memory "
                            "25.68 -> 27.69 GiB)"), line
+
+
+def test_a_slower_transformer_fails_flux_int8_when_rejudged(capsys):
+    """The same machine as Flux int8's record and unchanged rerun, with 5 % more GPU work in every
+    transformer call (--perf-inject-slowdown=0.05): GPU time +4.1 %, latency +3.3 % within 10 %."""
+    rerun = H200_REPORTS / "../ladders-complete/flux-int8-slowdown27.json"
+    assert compare.main([str(H200 / "0024_h200.json"), str(rerun)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "diffusers-perf: FAIL, 1 of 1 stages regressed (int8 GPU time +4.1% > 3.0%) vs 0024_h200.json"
+    assert "transformer GPU time +4.1% > threshold 3.0%" in next(line for line in out if line.startswith("REGRESSION"))
 
 
 def test_a_slower_vae_fails_on_its_own_line_when_rejudged(capsys):

@@ -50,7 +50,7 @@ def test_floors_are_inherited_down_the_ladder_and_only_where_measured():
 
 #: (pipeline, stage) whose floors were read from H200 runs: no H100 run of them is stored.
 FIRST_MEASURED_ON_THE_H200 = {("flux", "frontier_fp8"), ("sdxl", "frontier_fp8"), ("sdxl", "frontier_int8"),
-                              ("sdxl", "int8")}
+                              ("sdxl", "int8"), ("sdxl", "fp8"), ("flux", "int8")}
 
 
 def test_gpu_floors_sit_under_what_the_suite_stored_on_the_gpus():

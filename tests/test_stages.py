@@ -318,6 +318,19 @@ def test_measured_peaks_are_those_the_suite_stored(pipeline, stored):
     assert requirements.PEAK_GIB[pipeline] == peaks
 
 
+@pytest.mark.parametrize("pipeline, stored", [("sdxl", ("0020", "0022")), ("flux", ("0024",))])
+def test_peaks_measured_only_on_the_h200_are_those_the_suite_stored(pipeline, stored):
+    spec = pipelines.SPECS[pipeline]
+    peaks = {}
+    for number in stored:
+        for bench in json.loads((H100.parent / "NVIDIA_H200-x1" / f"{number}_h200.json").read_text())["benchmarks"]:
+            extra = bench["extra_info"]
+            assert (extra["pipeline"], extra["size"], extra["batch"]) == (pipeline, spec.size, spec.batch)
+            assert bench["param"] not in requirements.PEAK_GIB[pipeline]  # the H100's own peak comes first
+            peaks[bench["param"]] = round(extra["peak_memory_bytes"] / 2**30, 2)
+    assert requirements.PEAK_GIB_H200[pipeline] == peaks
+
+
 def test_a_stage_that_does_not_fit_skips_with_its_reason_and_one_that_fits_runs():
     reason = requirements.memory_skip("sdxl", "tf32", 16.0)  # a 16 GB card: float32 SDXL peaks at 17.9 GiB
     assert reason == ("needs about 20 GiB of GPU memory (sdxl's tf32 peaked at 17.9 GiB on an H100), "
@@ -325,7 +338,9 @@ def test_a_stage_that_does_not_fit_skips_with_its_reason_and_one_that_fits_runs(
     assert requirements.memory_skip("sdxl", "fp16", 16.0) is None
     assert requirements.memory_skip("flux", "bf16", 24.0).startswith("needs about 38 GiB")
     assert requirements.memory_skip("flux", "bf16", 79.2) is None
-    assert requirements.memory_skip("flux", "int8", 24.0) is None  # not measured: running out of memory fails it
+    assert requirements.memory_skip("flux", "int8", 24.0) == ("needs about 29 GiB of GPU memory (flux's int8 peaked "
+                                                              "at 25.8 GiB on an H200), and this GPU has 24 GiB")
+    assert requirements.memory_skip("sdxl", "frontier", 4.0) is None  # not measured: running out of memory fails it
     assert requirements.memory_skip("flux", "fp8", 24.0).startswith("needs about 29 GiB")  # 25.8 GiB on the H100
     assert requirements.memory_skip("sdxl", "tf32", None) is None  # no CUDA
 

@@ -37,6 +37,12 @@ def test_bad_options_are_one_line_usage_errors(suite, args, expected):
     assert expected in one_line_error(suite.run(*args))
 
 
+def test_a_fault_without_its_plugin_names_the_plugin(suite):
+    line = one_line_error(suite.run("--benchmark-compare", "--perf-inject-slowdown=0.3", inject=False))
+    assert line == ("ERROR: --perf-inject-slowdown injects a fault on purpose, from the plugin perf.inject, which "
+                    "this run did not load: add -p perf.inject")
+
+
 def test_bad_models_are_one_line_usage_errors(suite, tmp_path, monkeypatch):
     assert "no such folder" in one_line_error(suite.run(f"--perf-model={tmp_path / 'missing'}"))
     assert "not a diffusers pipeline" in one_line_error(suite.run(f"--perf-model={tmp_path}"))

@@ -177,8 +177,8 @@ STAGES: tuple[Stage, ...] = (
 #:   (``0018_h200``, ``reports/h200/sdxl-int8/``), ``int8`` 61.3 and 61.4 on one (``0020_h200``,
 #:   ``reports/h200/quantized/``); sdxl ``fp8`` 46.2 and 46.3, flux ``int8`` 39.4 twice, on one H200
 #:   (``0022_h200``, ``0024_h200``, ``reports/h200/ladders-complete/``). The same fault on sd15
-#:   (``reports/h100/quality/``) gave fp32 62.6, fp16 59.9, sdpa 60.0 dB, and bf16 46.6. Measured on an H100 or, where said, an H200; another GPU that
-#:   rounds differently may need rows of its own.
+#:   (``reports/h100/quality/``) gave fp32 62.6, fp16 59.9, sdpa 60.0 dB, and bf16 46.6. Measured on
+#:   an H100 or, where said, an H200; another GPU that rounds differently may need rows of its own.
 MIN_PSNR: dict[str, dict[str, float]] = {
     "fp32": {"tiny": 80.0, "tiny-sdxl": 80.0, "sd15": 80.0, "sdxl": 80.0},
     "tf32": {"sd15": 73.0, "sdxl": 73.0},

@@ -35,8 +35,9 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
     """A fault's option without its plugin would end in argparse's ``unrecognized arguments`` and the
-    whole usage text; name the plugin instead. Runs where the suite is installed (its entry point
-    loads this module before the command line is parsed, as the README's set-up does)."""
+    whole usage text; name the plugin instead. This hook sees the command line before it is parsed
+    only in a plugin loaded that early: the installed entry point, or ``-p perf.options`` in this
+    repository's ``addopts`` (a checkout on ``PYTHONPATH``, as on the GPU machine)."""
     if early_config.pluginmanager.has_plugin("perf.inject"):
         return
     fault = next((arg.partition("=")[0] for arg in args if arg.startswith("--perf-inject-")), None)

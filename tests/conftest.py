@@ -58,15 +58,14 @@ class Suite:
         self.storage = pytester.path / "baselines"
 
     def run(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True,
-            counters: bool = False, inject: bool = True) -> pytest.RunResult:
+            counters: bool = False) -> pytest.RunResult:
         """``plugins`` maps module names to their source, loaded with ``-p`` (fault injection);
-        ``counters`` keeps the host-work counting round; ``inject`` loads ``perf.inject`` where a
-        ``--perf-inject-*`` option asks for it, as its users must."""
+        ``counters`` keeps the host-work counting round."""
         return forked.runpytest(self.pytester, self.arguments(*args, plugins=plugins, storage=storage,
-                                                             counters=counters, inject=inject), timeout=600)
+                                                             counters=counters), timeout=600)
 
     def arguments(self, *args: str, plugins: dict[str, str] | None = None, storage: bool = True,
-                  counters: bool = False, inject: bool = True) -> list[str]:
+                  counters: bool = False) -> list[str]:
         """The command line of :meth:`run`, after ``pytest``."""
         extra = (f"--benchmark-storage=file://{self.storage}",) if storage and not any(
             arg.startswith("--benchmark-storage") for arg in args) else ()
@@ -74,7 +73,7 @@ class Suite:
             extra += ("--perf-pipeline=tiny",)
         if not any(arg.startswith("--perf-size") for arg in args):
             extra += ("--perf-size=32",)
-        if inject and any(arg.startswith("--perf-inject") for arg in args):
+        if any(arg.startswith("--perf-inject") for arg in args):
             extra += ("-p", "perf.inject")  # fault injection is a plugin of its own, opt-in
         for name, source in (plugins or {}).items():
             self.pytester.makepyfile(**{name: source})

@@ -123,6 +123,8 @@ def apply(pipe: Any, recipe: Recipe, device: torch.device, *, batch: int, size: 
         fuse()
     if recipe.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
+    if recipe.attention == "flash3":
+        attention_backend(getattr(pipe, denoiser), "_flash_3")  # after fusing: a processor swap would drop it
     if before_quantize is not None:
         before_quantize(pipe)
     if recipe.quantize is not None:
@@ -266,6 +268,21 @@ def quantize(denoiser: torch.nn.Module, kind: str, which: str = "token_wise") ->
     else:
         raise ValueError(f"unknown quantization {kind!r}: int8 or fp8")
     quantize_(denoiser, config, filter_fn=QUANTIZE_FILTERS[which])
+
+
+def attention_backend(model: Any, backend: str) -> None:
+    """The model's attention modules run through Diffusers' dispatcher on ``backend``.
+
+    ``set_attention_backend`` also makes ``backend`` the process's active one, which every model
+    built later would then use for modules that name none; the stage sets it on its own model
+    only, so the active backend is put back."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    active = _AttentionBackendRegistry._active_backend
+    try:
+        model.set_attention_backend(backend)
+    finally:
+        _AttentionBackendRegistry.set_active_backend(active)
 
 
 def _set_attention(pipe: Any, attention: str) -> None:

@@ -106,8 +106,26 @@ def _cudnn_attention() -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _flash_attention_3() -> str | None:
+    no_cuda = _cuda()
+    if no_cuda:
+        return no_cuda
+    from diffusers.utils import is_flash_attn_3_available
+
+    if not is_flash_attn_3_available():
+        return (f"FlashAttention 3 is not installed: Diffusers' _flash_3 attention backend needs the flash_attn_3 "
+                f"package, which has no wheel for torch {torch.__version__} (build it from the hopper/ folder of "
+                f"Dao-AILab/flash-attention)")
+    major, minor = torch.cuda.get_device_capability()
+    if major != 9:
+        return f"FlashAttention 3 runs on Hopper (compute capability 9.0); this GPU has {major}.{minor}"
+    return None
+
+
 CHECKS: dict[str, Callable[[], str | None]] = {
     "cuda": _cuda,
+    "flash_attention_3": _flash_attention_3,
     "cudnn_attention": _cudnn_attention,
     "torchao": _torchao,
     "fp8": _fp8,

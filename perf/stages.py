@@ -31,6 +31,7 @@ class Recipe:
     dtype: str = "float32"  # "float32" | "float16" | "bfloat16"
     tf32: bool = False  # torch.backends.cuda.matmul.allow_tf32 / cudnn.allow_tf32
     #: "classic" (AttnProcessor) | "sdpa" (AttnProcessor2_0) | "xformers" | "cudnn" (SDPA, cuDNN's kernel first)
+    #: | "flash3" (a DiT's attention through Diffusers' dispatcher, backend ``_flash_3``: FlashAttention 3)
     attention: str = "classic"
     channels_last: bool = False  # UNet weights in torch.channels_last
     fuse_qkv: bool = False  # pipe.fuse_qkv_projections()
@@ -133,6 +134,9 @@ STAGES: tuple[Stage, ...] = (
           "+ SDPA on cuDNN's fused attention kernel first (Hopper), not FlashAttention-2",
           attention="cudnn", requires=("cuda", "compile", "cudnn_attention"), min_effect=0.03,
           parent_in={"sd": "sync_free"}),
+    Stage("flash_attention_3", "frontier",
+          "+ FlashAttention 3 through Diffusers' attention dispatcher (backend _flash_3; Hopper), in bfloat16",
+          attention="flash3", requires=("cuda", "compile", "flash_attention_3"), min_effect=0.03, families=("dit",)),
     Stage("compile_text_encoder", "cudnn_attention", "+ the text encoder compiled with CUDA graphs",
           compile_text_encoder={"mode": "reduce-overhead", "fullgraph": True}, requires=("cuda", "compile"),
           min_effect=0.03, families=("sd",)),
@@ -205,6 +209,8 @@ _NOT_FOR = {UNET: "it optimizes a UNet, and {family} pipelines have a transforme
             "compile_text_encoder": "it is declared for Stable Diffusion 1.x/2.x, whose encode_prompt copies each "
                                     "output before the encoder's next call; SDXL's keeps its pooled embedding across "
                                     "that call, which replaying a CUDA graph overwrites",
+            "flash_attention_3": "it sets the backend of Diffusers' attention dispatcher, which a DiT's attention "
+                                 "runs through; {family}'s UNet attention processors call SDPA themselves",
             "frontier_int8": "diffusion-fast's shape filter names SDXL's UNet's linears; {family}'s need shapes "
                              "measured on their own (a plugin stage can set quantize=\"int8\" and its own filter)"}
 

@@ -54,11 +54,11 @@ def test_skip_reasons_without_cuda():
 
 def test_each_family_has_its_ladder_in_the_one_registry():
     assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
-                                   "cudnn_attention", "int8", "fp8", "frontier_fp8"]
+                                   "cudnn_attention", "flash_attention_3", "int8", "fp8", "frontier_fp8"]
     assert "frontier_int8" in stages.names("sdxl") and "frontier_int8" not in stages.names("dit")
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     # SD 1.5: the whole guide; float8 on its frontier is declared for larger denoisers only
-    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_int8"}
+    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_int8", "flash_attention_3"}
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
     assert (root.dtype, root.attention, root.channels_last, root.fuse_qkv, root.compile) == \
         ("bfloat16", "sdpa", False, False, None)
@@ -255,6 +255,39 @@ def test_a_stage_that_changes_numerics_brings_its_own_quality_floor():
     assert stages.min_psnr("int8", "sdxl", "sdxl") == 58.3  # measured on the H200 (0020_h200)
     assert stages.min_psnr("fp8", "sd", "tiny") is None  # changes dtype, never measured (no fp8 on CPU)
     assert stages.min_psnr("compile", "sd", "tiny") == stages.MIN_PSNR["fp16"]["tiny"]  # keeps fp16's numerics
+
+
+def test_missing_flash_attention_3_is_a_skip_reason_a_user_can_act_on(monkeypatch):
+    import diffusers.utils
+
+    monkeypatch.setattr(requirements, "_cuda", lambda: None)  # as if on CUDA
+    monkeypatch.setattr(diffusers.utils, "is_flash_attn_3_available", lambda: False)
+    requirements._flash_attention_3.cache_clear()
+    try:
+        reason = requirements.CHECKS["flash_attention_3"]()
+    finally:
+        requirements._flash_attention_3.cache_clear()
+    assert reason.startswith("FlashAttention 3 is not installed: Diffusers' _flash_3 attention backend needs the "
+                             "flash_attn_3 package, which has no wheel for torch ")
+    assert stages.not_applicable("flash_attention_3", "sd").startswith("not for sd pipelines: it sets the "
+                                                                                 "backend of Diffusers' attention")
+
+
+def test_flash_attention_3_sets_the_backend_on_its_own_model_only(monkeypatch):
+    """Diffusers' set_attention_backend also makes the backend the process's active one; the stage
+    puts that back, or every DiT built after it in the run would run FlashAttention 3 too."""
+    from diffusers.models import attention_dispatch
+
+    from perf import optimizations
+
+    monkeypatch.setattr(attention_dispatch, "_CAN_USE_FLASH_ATTN_3", True)  # the package, as if installed
+    active = attention_dispatch._AttentionBackendRegistry._active_backend
+    transformer = pipelines.build("tiny-flux", "cpu").transformer
+    optimizations.attention_backend(transformer, "_flash_3")
+    backends = {getattr(module.processor, "_attention_backend", None) for module in transformer.modules()
+                if hasattr(module, "processor") and hasattr(module.processor, "_attention_backend")}
+    assert backends == {attention_dispatch.AttentionBackendName._FLASH_3}
+    assert attention_dispatch._AttentionBackendRegistry._active_backend == active
 
 
 def test_missing_torchao_is_a_skip_reason_a_user_can_act_on(monkeypatch):

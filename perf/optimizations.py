@@ -123,8 +123,6 @@ def apply(pipe: Any, recipe: Recipe, device: torch.device, *, batch: int, size: 
         fuse()
     if recipe.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
-    if recipe.attention == "flash3":
-        attention_backend(getattr(pipe, denoiser), "_flash_3")  # after fusing: a processor swap would drop it
     if before_quantize is not None:
         before_quantize(pipe)
     if recipe.quantize is not None:
@@ -292,7 +290,9 @@ def _set_attention(pipe: Any, attention: str) -> None:
         pipe.enable_xformers_memory_efficient_attention()
         return
     if denoiser_name(pipe) == "transformer":
-        return  # a DiT's own processors (FluxAttnProcessor) already run F.scaled_dot_product_attention
+        if attention == "flash3":
+            attention_backend(pipe.transformer, "_flash_3")
+        return  # otherwise a DiT's own processors (FluxAttnProcessor) already run F.scaled_dot_product_attention
     processor = {"classic": AttnProcessor, "sdpa": AttnProcessor2_0, "cudnn": AttnProcessor2_0}[attention]
     for name in ("unet", "vae"):
         module = getattr(pipe, name, None)

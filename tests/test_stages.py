@@ -282,8 +282,9 @@ def test_flash_attention_3_sets_the_backend_on_its_own_model_only(monkeypatch):
 
     monkeypatch.setattr(attention_dispatch, "_CAN_USE_FLASH_ATTN_3", True)  # the package, as if installed
     active = attention_dispatch._AttentionBackendRegistry._active_backend
-    transformer = pipelines.build("tiny-flux", "cpu").transformer
-    optimizations.attention_backend(transformer, "_flash_3")
+    pipe = pipelines.build("tiny-flux", "cpu")
+    optimizations._set_attention(pipe, stages.recipe("flash_attention_3", "dit").attention)
+    transformer = pipe.transformer
     backends = {getattr(module.processor, "_attention_backend", None) for module in transformer.modules()
                 if hasattr(module, "processor") and hasattr(module.processor, "_attention_backend")}
     assert backends == {attention_dispatch.AttentionBackendName._FLASH_3}

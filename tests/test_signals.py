@@ -19,7 +19,7 @@ from perf import signals, storage
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM") or not hasattr(signal, "raise_signal"),
                                 reason="POSIX signals")
 
-RUN = ("--perf-stages=fp32,bf16", "--perf-size=32")
+RUN = ("--perf-stages=fp32,bf16",)  # a test whose verdict needs fp32 compared unchanged adds suite.TIMED
 
 #: The signal a CI time limit sends, while the second stage is being timed.
 SIGTERM_IN_BF16 = """
@@ -56,8 +56,8 @@ def pytest_perf_before_timing(stage, runner):
 
 
 def test_a_stop_swallowed_inside_a_stage_still_stops_the_run_when_that_stage_ends(suite):
-    assert suite.run(*RUN, "--benchmark-save=base").ret == 0
-    result = suite.run(*RUN, "--benchmark-compare", "--benchmark-save=again",
+    assert suite.run(*RUN, suite.TIMED, "--benchmark-save=base").ret == 0
+    result = suite.run(*RUN, suite.TIMED, "--benchmark-compare", "--benchmark-save=again",
                        plugins={"sigint_swallowed": SIGINT_SWALLOWED_IN_FP32})
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.INTERRUPTED, out
@@ -70,8 +70,8 @@ def test_a_stop_swallowed_inside_a_stage_still_stops_the_run_when_that_stage_end
 
 
 def test_sigterm_while_a_stage_is_timed_says_interrupted_and_saves_nothing(suite):
-    assert suite.run(*RUN, "--benchmark-save=base").ret == 0
-    result = suite.run(*RUN, "--benchmark-compare", "--benchmark-save=again", "--benchmark-json=term.json",
+    assert suite.run(*RUN, suite.TIMED, "--benchmark-save=base").ret == 0
+    result = suite.run(*RUN, suite.TIMED, "--benchmark-compare", "--benchmark-save=again", "--benchmark-json=term.json",
                        plugins={"sigterm_in_bf16": SIGTERM_IN_BF16})
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.INTERRUPTED, out

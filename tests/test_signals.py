@@ -55,6 +55,7 @@ def pytest_perf_before_timing(stage, runner):
 """
 
 
+@pytest.mark.alone  # its verdict needs fp32 compared unchanged: no other test on the other core
 def test_a_stop_swallowed_inside_a_stage_still_stops_the_run_when_that_stage_ends(suite):
     assert suite.run(*RUN, suite.TIMED, "--benchmark-save=base").ret == 0
     result = suite.run(*RUN, suite.TIMED, "--benchmark-compare", "--benchmark-save=again",
@@ -69,6 +70,7 @@ def test_a_stop_swallowed_inside_a_stage_still_stops_the_run_when_that_stage_end
     assert "stopped by SIGINT, which code that ignores exceptions" in out and "as fp32's test ended" in out
 
 
+@pytest.mark.alone  # its verdict needs fp32 compared unchanged: no other test on the other core
 def test_sigterm_while_a_stage_is_timed_says_interrupted_and_saves_nothing(suite):
     assert suite.run(*RUN, suite.TIMED, "--benchmark-save=base").ret == 0
     result = suite.run(*RUN, suite.TIMED, "--benchmark-compare", "--benchmark-save=again", "--benchmark-json=term.json",

@@ -540,9 +540,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if perf is None:
         return []
     s = perf.settings
-    return [f"diffusers-perf: pipeline {s.label}, {s.size}x{s.size}, {s.steps} steps, batch {s.batch}, "
-            f"device {perf.runner.device}" + (f" ({s.threads} thread{'s' * (s.threads > 1)})" if s.threads else "")
-            + f", hardware key {perf.key}, stages {','.join(s.stages)}"]
+    lines = [f"diffusers-perf: pipeline {s.label}, {s.size}x{s.size}, {s.steps} steps, batch {s.batch}, "
+             f"device {perf.runner.device}" + (f" ({s.threads} thread{'s' * (s.threads > 1)})" if s.threads else "")
+             + f", hardware key {perf.key}, stages {','.join(s.stages)}"]
+    whole_ladder = set(stages.parse("all", s.family)) <= set(s.stages)
+    for name in stages.opted_out(s.family):
+        if whole_ladder and name not in s.stages:
+            lines.append(f"diffusers-perf: opt-in stage {name} not selected ({stages.BY_NAME[name].opt_in}); "
+                         f"run it with --perf-stages=all,{name}")
+    return lines
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

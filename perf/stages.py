@@ -89,12 +89,23 @@ class Stage:
     #: Smallest median slowdown the gate treats as real for this stage, whatever the noise says.
     #: Eager pipelines are CPU-bound and drift between runs (CV 13-17 % on an H100): 10 %.
     min_effect: float = 0.10
+    #: Why the stage is left out of ``--perf-stages=all`` (its first compile does not fit the one
+    #: 10-minute command a full ladder gets); it runs where ``--perf-stages`` names it.
+    opt_in: str | None = None
 
 
 #: CUDA graphs (``mode="reduce-overhead"`` is exactly ``triton.cudagraphs``; torch.compile takes a mode or
 #: options, not both) with diffusion-fast's one int8 flag: Inductor fuses ``torch._int_mm`` with the
 #: scaling after it into one kernel, where by default it keeps them two.
 GRAPHS_INT_MM_WITH_MUL = {"fullgraph": True, "options": {"triton.cudagraphs": True, "force_fuse_int_mm_with_mul": True}}
+
+
+#: flux-fast's compile of the transformer: ``mode="max-autotune"`` (Inductor times its Triton templates
+#: against cuBLAS for every matmul shape and tunes every generated kernel, with CUDA graphs; spelled
+#: as its options, since torch.compile takes a mode or options, not both) and its four Inductor flags.
+MAX_AUTOTUNE_FLUX_FAST = {"fullgraph": True, "options": {
+    "max_autotune": True, "triton.cudagraphs": True, "coordinate_descent_tuning": True,
+    "conv_1x1_as_mm": True, "epilogue_fusion": False, "coordinate_descent_check_all_directions": True}}
 
 
 STAGES: tuple[Stage, ...] = (
@@ -150,6 +161,13 @@ STAGES: tuple[Stage, ...] = (
           "without FlashAttention 3 and max-autotune)",
           dtype="bfloat16", quantize="fp8", requires=("cuda", "fp8", "compile", "torchao"), min_effect=0.03,
           families=("sdxl", "dit")),
+    Stage("frontier_autotune", "frontier_fp8",
+          "+ the transformer compiled in max-autotune with flux-fast's Inductor flags (flux-fast's recipe "
+          "without FlashAttention 3)",
+          compile=MAX_AUTOTUNE_FLUX_FAST, requires=("cuda", "fp8", "compile", "torchao"), min_effect=0.03,
+          families=("dit",),
+          opt_in="its first compile on Flux ran 8 min 48 s on an H200 without ending; warm its compile cache "
+                 "once with --perf-stages=frontier_autotune --benchmark-disable"),
     Stage("frontier_int8", "frontier",
           "+ torchao dynamic int8 on the linears diffusion-fast's shape filter keeps, int_mm fused with its "
           "scaling (diffusion-fast's SDXL recipe, without max-autotune)",
@@ -244,6 +262,11 @@ def names(family: str | None = None) -> list[str]:
     return [stage.name for stage in STAGES if family is None or family in stage.families]
 
 
+def opted_out(family: str | None = None) -> list[str]:
+    """The stages of ``family`` that ``all`` leaves out (:attr:`Stage.opt_in`), in ladder order."""
+    return [name for name in names(family) if BY_NAME[name].opt_in]
+
+
 def parent(name: str, family: str = "sd") -> str | None:
     stage = BY_NAME[name]
     return stage.parent_in.get(family, stage.parent)
@@ -312,21 +335,22 @@ def origin(name: str, field: str, family: str = "sd") -> str:
 def parse(text: str | None, family: str | None = None) -> list[str]:
     """``--perf-stages`` value to stage names, in ladder order; raises ValueError naming the valid ones.
 
-    ``all`` (the default) is every stage that applies to ``family``; a stage named explicitly is
-    kept even where it does not apply, and skips with the reason.
+    ``all`` (the default) is every stage that applies to ``family`` except the opt-in ones
+    (:func:`opted_out`), which run where named: ``all,frontier_autotune``. A stage named explicitly
+    is kept even where it does not apply, and skips with the reason.
     """
-    if text is None or text.strip() in ("", "all"):
-        return names(family)
+    text = text if text and text.strip() else "all"
     wanted = [part.strip() for part in text.split(",") if part.strip()]
     if not wanted:
         raise ValueError(f"{text!r} names no stage; valid stages: {', '.join(names())} (or 'all')")
-    unknown = [name for name in wanted if name not in BY_NAME]
+    unknown = [name for name in wanted if name != "all" and name not in BY_NAME]
     if unknown:
         raise ValueError(
             f"unknown stage{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
             f"valid stages: {', '.join(names())} (or 'all')"
         )
-    return [name for name in names() if name in wanted]
+    ladder = set(names(family)) - set(opted_out(family)) if "all" in wanted else set()
+    return [name for name in names() if name in wanted or name in ladder]
 
 
 def _check_registry() -> None:

@@ -229,6 +229,9 @@ H200_REPORTS = REPORTS.parents[1] / "h200" / "ladder"
     ("0022_h200.json", "../ladders-complete/sdxl-fp8-rerun24.json"),  # SDXL fp8: host-bound, median +28.6 %
     ("0023_h200.json", "../ladders-complete/sdxl-cudnn-rerun25.json"),  # SDXL cudnn_attention
     ("0024_h200.json", "../ladders-complete/flux-int8-rerun26.json"),  # Flux int8
+    ("0022_h200.json", "../fresh-reruns/sdxl-fp8-fresh30.json"),  # SDXL fp8 on a fresh H200: median -14.6 %
+    ("0023_h200.json", "../fresh-reruns/sdxl-cudnn-fresh31.json"),  # SDXL cudnn_attention, the next command
+    ("0024_h200.json", "../fresh-reruns/flux-int8-fresh32.json"),  # Flux int8, the command after
 ])
 def test_unchanged_h200_reruns_pass_when_rejudged(baseline, rerun, capsys):
     assert compare.main([str(H200 / baseline), str(H200_REPORTS / rerun)]) == 0, capsys.readouterr().out

@@ -34,7 +34,27 @@ def test_requirements_are_not_inherited():
 
 def test_parse_selects_in_ladder_order():
     assert stages.parse("sdpa,fp32") == ["fp32", "sdpa"]
-    assert stages.parse("all") == stages.names()
+    assert stages.parse("all") == [name for name in stages.names() if name not in stages.opted_out()]
+
+
+def test_all_leaves_out_the_opt_in_stages_which_run_where_named():
+    # frontier_autotune's first compile runs past 5 minutes: a full ladder's one command has no room
+    assert "frontier_autotune" in stages.opted_out("dit")
+    assert "frontier_autotune" not in stages.parse("all", "dit")
+    assert "frontier_autotune" not in stages.parse(None, "dit")
+    assert stages.parse("all,frontier_autotune", "dit") == stages.parse("all", "dit") + ["frontier_autotune"]
+    assert stages.parse("frontier_autotune", "dit") == ["frontier_autotune"]
+    assert stages.parse(" ", "dit") == stages.parse("all", "dit")
+
+
+def test_a_whole_ladder_says_which_opt_in_stage_it_left_out(suite):
+    whole = suite.run("--perf-pipeline=tiny-flux", "--collect-only").stdout.str()
+    assert "opt-in stage frontier_autotune not selected (its first compile on Flux ran 8 min 48 s" in whole
+    assert "run it with --perf-stages=all,frontier_autotune" in whole
+    named = suite.run("--perf-pipeline=tiny-flux", "--perf-stages=all,frontier_autotune", "--collect-only")
+    assert "opt-in stage" not in named.stdout.str() and "test_generate[frontier_autotune]" in named.stdout.str()
+    subset = suite.run("--perf-pipeline=tiny-flux", "--perf-stages=bf16", "--collect-only").stdout.str()
+    assert "opt-in stage" not in subset  # a subset was chosen: nothing to say about the rest
 
 
 def test_parse_names_the_valid_stages():
@@ -54,11 +74,12 @@ def test_skip_reasons_without_cuda():
 
 def test_each_family_has_its_ladder_in_the_one_registry():
     assert stages.names("dit") == ["bf16", "fused_qkv", "compile", "cudagraphs", "compile_vae", "frontier",
-                                   "cudnn_attention", "flash_attention_3", "int8", "fp8", "frontier_fp8"]
+                                   "cudnn_attention", "flash_attention_3", "int8", "fp8", "frontier_fp8", "frontier_autotune"]
     assert "frontier_int8" in stages.names("sdxl") and "frontier_int8" not in stages.names("dit")
     assert "traced_unet" not in stages.names("sdxl") and "channels_last" in stages.names("sdxl")
     # SD 1.5: the whole guide; float8 on its frontier is declared for larger denoisers only
-    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_int8", "flash_attention_3"}
+    assert set(stages.names()) - set(stages.names("sd")) == {"frontier_fp8", "frontier_int8", "flash_attention_3",
+                                                               "frontier_autotune"}
     root = stages.recipe("bf16", "dit")  # Flux's root: bfloat16, its own SDPA attention, nothing else
     assert (root.dtype, root.attention, root.channels_last, root.fuse_qkv, root.compile) == \
         ("bfloat16", "sdpa", False, False, None)

@@ -37,8 +37,8 @@ from typing import Any, cast
 
 import pytest
 
-from . import (ab, baselines, charts, compile_cache, counters, distribute, gate, options, outcome, pipelines, preflight,
-               progress, report, signals, stages, storage, worker)
+from . import (ab, baselines, charts, compile_cache, compile_workers, counters, distribute, gate, options, outcome,
+               pipelines, preflight, progress, report, signals, stages, storage, worker)
 from .ab import ABResult
 from .results import StageExtra, StageResult
 from .runner import Runner
@@ -783,6 +783,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _final_line(config, perf)
     finally:
         perf.signals.restore()
+        compile_workers.end_running_jobs()  # a stop inside a compile: torch 2.11 would wait for them
 
 
 def _final_line(config: pytest.Config, perf: PerfSession) -> None:

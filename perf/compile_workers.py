@@ -6,13 +6,13 @@ during a first compile leaves jobs running there. At exit torch shuts the pool d
 300 s for the sidecar, and on torch 2.11 (the H200's) the sidecar lets ``concurrent.futures`` wait for
 its running jobs before it exits; torch 2.13 terminates its workers instead. So on the H200 every run
 that a time limit stopped inside a compile printed its ``INTERRUPTED`` line and then sat there until
-``timeout -k 20`` killed it: exit status 137 where the verdict said 130, and a CI job's time spent
-waiting for compiles nobody will use (``docs/limits.md``).
+``timeout -k 20`` killed it: the kill's exit status 137 instead of the run's own, and a CI job's time
+spent waiting for compiles nobody will use (``docs/limits.md``).
 
 Reproduced on CPU with torch 2.11.0+cu130 (``reports/cpu/exit-wait/``): a 60 s job in the pool when
-the run was stopped kept the process 63.3 s after its last line; torch 2.13 ended it in 3.4 s.
+the run was stopped kept the process 61.6-62.8 s after its last line; torch 2.13 exited in 2.4-2.9 s.
 :func:`end_running_jobs`, called after the last line, shuts down every pool that still has a job and
-kills its workers, so that the sidecar has nothing to wait for: the same run then ended about 3 s
+kills its workers, so that the sidecar has nothing to wait for: the same run then exited 2.8-3.4 s
 after its last line. Nothing is lost: a job still running when the run ends is one whose result
 nobody will read.
 """
@@ -36,7 +36,7 @@ def end_running_jobs(patience: float = 10.0) -> int:
 
     Why workers "as they appear": a job submitted just before the stop can still be queued in a
     sidecar that is importing torch, which forks its workers and starts the job only then (on CPU
-    with torch 2.11, half the runs stopped 2 s after submitting). Torch's shutdown sets the pool as
+    with torch 2.11, 3 of 7 runs stopped 2 s after submitting: killing the workers once missed them). Torch's shutdown sets the pool as
     closed first, so the sidecar's end is not logged as an unclean exit, and its own call at exit
     finds nothing left to do.
 

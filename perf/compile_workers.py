@@ -36,9 +36,9 @@ def end_running_jobs(patience: float = 10.0) -> int:
 
     Why workers "as they appear": a job submitted just before the stop can still be queued in a
     sidecar that is importing torch, which forks its workers and starts the job only then (on CPU
-    with torch 2.11, 3 of 7 runs stopped 2 s after submitting: killing the workers once missed them). Torch's shutdown sets the pool as
-    closed first, so the sidecar's end is not logged as an unclean exit, and its own call at exit
-    finds nothing left to do.
+    with torch 2.11, killing the workers once missed them in 3 of 7 runs stopped 2 s after
+    submitting). Torch's shutdown sets the pool as closed first, so the sidecar's end is not logged
+    as an unclean exit, and its own call at exit finds nothing left to do.
 
     A no-op where torch's compiler was never imported and where every job has finished (a run that
     was not stopped). Only the sidecar pool, torch's default, is handled: with
